@@ -1,0 +1,13 @@
+import os
+
+# What happens to be installed must not change the tests: built-ins only, unless a test asks.
+os.environ["ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _float_defaults():
+    torch.set_default_dtype(torch.float32)
+    yield

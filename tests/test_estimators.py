@@ -1,0 +1,130 @@
+"""Gradient estimates against autograd on analytic functions and a small network loss."""
+
+import math
+
+import pytest
+import torch
+
+from zooframe import analytic
+from zooframe.engine import LocalEngine
+from zooframe.estimators.cge import CGE, CGEConfig
+from zooframe.estimators.rge import RGE, RGEConfig
+
+D = 20
+
+
+def true_grad(f, theta):
+    theta = theta.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(theta[None])[0], theta)
+    return g
+
+
+def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7):
+    gen = torch.Generator().manual_seed(seed)
+    queries = estimator.ask(theta, mask, gen)
+    values = LocalEngine(chunk_size).evaluate(f, queries)
+    return estimator.tell(queries, values), queries
+
+
+def cosine(a, b):
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def mlp_loss():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    from zooframe.flat_params import FlatParams
+
+    flat = FlatParams(net)
+    x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
+
+    def f(thetas):
+        pred = flat.batched_forward(thetas, x, batched=(False,))
+        return (pred - y).pow(2).mean(dim=(1, 2))
+
+    return f, flat.get()
+
+
+PROBLEMS = {
+    "rosenbrock": lambda: (analytic.rosenbrock, torch.linspace(-1, 1.5, D, dtype=torch.float64)),
+    "sum_sin": lambda: (analytic.sum_sin, torch.linspace(-2, 2, D, dtype=torch.float64)),
+    "quadratic": lambda: (analytic.Quadratic(D, seed=1), torch.linspace(-1, 1, D, dtype=torch.float64)),
+    "mlp_loss": mlp_loss,
+}
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("scheme, threshold", [("central", 0.999), ("forward", 0.99)])
+def test_cge_matches_autograd(problem, scheme, threshold):
+    f, theta = PROBLEMS[problem]()
+    g, _ = estimate(CGE(CGEConfig(kind="cge", mu=5e-3, scheme=scheme)), f, theta)
+    assert cosine(g, true_grad(f, theta)) >= threshold
+
+
+@pytest.mark.parametrize("scheme, per_coordinate, extra", [("forward", 1, 1), ("central", 2, 0)])
+def test_cge_queries_only_active_coordinates(scheme, per_coordinate, extra):
+    f, theta = PROBLEMS["quadratic"]()
+    mask = torch.zeros(D, dtype=torch.bool)
+    mask[[1, 4, 5, 17]] = True
+    g, queries = estimate(CGE(CGEConfig(kind="cge", scheme=scheme)), f, theta, mask)
+    assert len(queries) == per_coordinate * 4 + extra
+    assert torch.all(g[~mask] == 0)
+    torch.testing.assert_close(g[mask], true_grad(f, theta)[mask], rtol=1e-2, atol=1e-2)
+
+
+def test_rge_gaussian_mean_is_the_smoothed_gradient():
+    # sum(sin) smoothed by N(0, mu^2 I) is exp(-mu^2 / 2) sum(sin): a mean that ignored the
+    # smoothing (or had the wrong scale) would miss by far more than the tolerance.
+    mu, q, seeds = 0.8, 8, 1500
+    f, theta = analytic.sum_sin, torch.linspace(-2, 2, D, dtype=torch.float64)
+    smoothed = math.exp(-mu**2 / 2) * torch.cos(theta)
+    est = RGE(RGEConfig(kind="rge", mu=mu, q=q, distribution="gaussian", scheme="central"))
+    mean = torch.stack([estimate(est, f, theta, seed=s)[0] for s in range(seeds)]).mean(0)
+    n = q * seeds
+    # per-direction variance of (u.g) u is (|g|^2 + g_i^2) summed over i: (d + 1)|g|^2; 4 sigma
+    tolerance = 4 * math.sqrt((D + 1) / n) * float(smoothed.norm())
+    assert float((mean - smoothed).norm()) < tolerance
+    assert float((mean - torch.cos(theta)).norm()) > tolerance  # the smoothing is visible
+
+
+@pytest.mark.parametrize("scheme", ["forward", "central"])
+def test_rge_sphere_mean_is_the_gradient_of_a_quadratic(scheme):
+    # a quadratic's ball-smoothed gradient equals its gradient
+    q, seeds = 10, 1500
+    f = analytic.Quadratic(D, seed=2)
+    theta = torch.linspace(-1, 1, D, dtype=torch.float64)
+    g = true_grad(f, theta)
+    est = RGE(RGEConfig(kind="rge", mu=1e-3, q=q, distribution="sphere", scheme=scheme))
+    mean = torch.stack([estimate(est, f, theta, seed=s)[0] for s in range(seeds)]).mean(0)
+    # d (u.g) u has total variance about d |g|^2 per direction
+    tolerance = 4 * math.sqrt((D + 2) / (q * seeds)) * float(g.norm())
+    assert float((mean - g).norm()) < tolerance
+
+
+def test_rge_respects_the_mask_and_counts_queries():
+    f, theta = PROBLEMS["quadratic"]()
+    mask = torch.zeros(D, dtype=torch.bool)
+    mask[:5] = True
+    for scheme, n in (("forward", 7), ("central", 12)):
+        g, queries = estimate(RGE(RGEConfig(kind="rge", q=6, scheme=scheme)), f, theta, mask)
+        assert len(queries) == n
+        assert torch.all(g[~mask] == 0)
+
+
+def test_chunking_does_not_change_the_estimate():
+    f, theta = PROBLEMS["mlp_loss"]()
+    est = CGE(CGEConfig(kind="cge", scheme="central"))
+    a, _ = estimate(est, f, theta, chunk_size=1)
+    b, _ = estimate(est, f, theta, chunk_size=1000)
+    torch.testing.assert_close(a, b)
+
+
+def test_query_chunks_reassemble_the_full_set():
+    theta = torch.arange(6, dtype=torch.float64)
+    queries = CGE(CGEConfig(kind="cge", mu=0.5)).ask(theta, None, torch.Generator())
+    full = queries.materialize(0, len(queries))
+    assert full.shape == (7, 6)
+    torch.testing.assert_close(full[0], theta)
+    torch.testing.assert_close(full[1:] - theta, 0.5 * torch.eye(6, dtype=torch.float64))
+    parts = torch.cat([queries.materialize(a, a + 3) for a in range(0, 7, 3)])
+    torch.testing.assert_close(parts, full)

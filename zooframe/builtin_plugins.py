@@ -1,0 +1,25 @@
+"""The built-in plugins, registered through the same hooks as third-party ones."""
+
+from .estimators.cge import CGE
+from .estimators.rge import RGE
+from .hookspecs import hookimpl
+from .models.conv import ConvModel
+from .models.mlp import MLPModel
+from .simulators.burgers import Burgers
+
+
+@hookimpl
+def register_simulators(register):
+    register(Burgers)
+
+
+@hookimpl
+def register_estimators(register):
+    register(CGE)
+    register(RGE)
+
+
+@hookimpl
+def register_models(register):
+    register(ConvModel)
+    register(MLPModel)

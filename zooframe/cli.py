@@ -1,0 +1,124 @@
+"""The ``zooframe`` command line. User errors print one clear message and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, ZooframeError
+
+EXIT_USER_ERROR = 2
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+def cmd_plugins(args) -> int:
+    from .registry import get_registry
+
+    reg = get_registry()
+    rows = [p.as_dict() for p in reg.plugins()]
+    failures = [{"provider": f.provider, "error": f.error} for f in reg.failures]
+    lines = [f"{r['category']:<10} {r['kind']:<16} {r['provider']}" for r in rows]
+    lines += [f"failed     {f['provider']}: {f['error']}" for f in failures]
+    _emit({"plugins": rows, "failures": failures}, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from .registry import Registry
+    from .schemas import write_schemas
+
+    registry = Registry(load_external=args.all_plugins)
+    paths = write_schemas(args.output, registry)
+    _emit({"written": [str(p) for p in paths]}, args.json, "\n".join(f"wrote {p}" for p in paths))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "errors": exc.problems}))
+        else:
+            for p in exc.problems:
+                print(f"{args.config}: {p}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    _emit({"valid": True, "config": config.to_json()}, args.json, f"{args.config}: valid")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runs import run
+
+    result = run(args.config, output=args.output, progress=False if (args.quiet or args.json) else None)
+    ev = result.summary["evaluation"]
+    text = (f"run folder: {result.dir}\n"
+            f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
+            f"uncorrected {ev['src']['mae_mean']:.4g} (ratio {ev['corrected_over_src']:.3f})")
+    _emit({"run_dir": str(result.dir), **result.summary}, args.json, text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .runs import evaluate_run
+
+    ev = evaluate_run(args.run_dir, split=args.split, steps=args.steps)
+    text = (f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
+            f"uncorrected {ev['src']['mae_mean']:.4g} (ratio {ev['corrected_over_src']:.3f})")
+    _emit(ev, args.json, text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zooframe", description="Train networks through black-box simulators "
+                                     "with zeroth-order gradient estimates.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout only")
+        p.set_defaults(func=func)
+        return p
+
+    add("plugins", cmd_plugins, "list the registered plugins")
+    p = add("schema", cmd_schema, "write the JSON Schemas of the config")
+    p.add_argument("--output", default="schemas", help="folder (default: schemas)")
+    p.add_argument("--all-plugins", action="store_true", help="include installed third-party plugins")
+    p = add("validate", cmd_validate, "check a config file and explain every error")
+    p.add_argument("config")
+    p = add("run", cmd_run, "train and evaluate an experiment")
+    p.add_argument("config")
+    p.add_argument("--output", help="run folder (default: the config's output.dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
+    p.add_argument("run_dir")
+    p.add_argument("--split", help="case set (default: the config's evaluation.split)")
+    p.add_argument("--steps", type=int, help="rollout length (default: the config's evaluation.steps)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"zooframe: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ZooframeError as exc:
+        print(f"zooframe: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("zooframe: interrupted; what was computed so far is in the run folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The correction network as the objective sees it: normalization and constant case inputs
+around the user's model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CorrectionNetwork(nn.Module):
+    """``correction(state, features)``: normalizes the state per channel, appends each case's
+    features as constant channels, runs ``net`` and scales its output back to physical units.
+
+    The statistics are buffers, not parameters: the optimizer and the estimators never touch them.
+    """
+
+    def __init__(self, net: nn.Module, channels: int, features: int, spatial_dims: int):
+        super().__init__()
+        self.net = net
+        shape = (1, -1) + (1,) * spatial_dims
+        self.register_buffer("state_mean", torch.zeros(channels).view(shape))
+        self.register_buffer("state_std", torch.ones(channels).view(shape))
+        self.register_buffer("feature_mean", torch.zeros(features).view(shape))
+        self.register_buffer("feature_std", torch.ones(features).view(shape))
+        self.register_buffer("output_std", torch.ones(channels).view(shape))
+
+    def set_statistics(self, states: torch.Tensor, features: torch.Tensor, corrections: torch.Tensor) -> None:
+        """Statistics from example states ``[N, C, *S]``, features ``[N, F]`` and target
+        corrections ``[N, C, *S]`` (reference minus solver)."""
+        dims = [0] + list(range(2, states.ndim))
+
+        def std(x, d):
+            return x.std(dim=d).clamp_min(1e-8) if x.shape[0] > 1 else torch.ones(x.shape[1], dtype=x.dtype)
+
+        self.state_mean.copy_(states.mean(dim=dims).view_as(self.state_mean))
+        self.state_std.copy_(std(states, dims).view_as(self.state_std))
+        self.output_std.copy_(std(corrections, dims).view_as(self.output_std))
+        if features.shape[1]:
+            self.feature_mean.copy_(features.mean(dim=0).view_as(self.feature_mean))
+            self.feature_std.copy_(std(features, [0]).view_as(self.feature_std))
+
+    def forward(self, state: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        x = (state - self.state_mean) / self.state_std
+        if features.shape[-1]:
+            f = ((features[(...,) + (None,) * (state.ndim - 2)] - self.feature_mean) / self.feature_std)
+            x = torch.cat([x, f.expand(-1, -1, *state.shape[2:])], dim=1)
+        return self.net(x) * self.output_std

@@ -1,0 +1,85 @@
+"""The estimator interface (ask/tell) and the structured query sets it exchanges with the engine.
+
+A query set describes parameter vectors ``center + offset_j * v_j`` without building them: the
+engine materializes one chunk at a time, so a set of d coordinate queries never becomes a dense
+``[d, d]`` matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..plugin_base import Plugin
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Parameter vectors ``center`` (row 0, when ``with_center``) and ``center + offsets[j] * v_j``."""
+
+    center: torch.Tensor  # [d]
+    offsets: torch.Tensor  # [k], signed step sizes
+    with_center: bool
+
+    def __len__(self) -> int:
+        return int(self.with_center) + len(self.offsets)
+
+    def materialize(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as a dense ``[stop - start, d]`` tensor."""
+        stop = min(stop, len(self))
+        rows = self.center.expand(stop - start, -1).clone()
+        first = max(start - int(self.with_center), 0)
+        last = stop - int(self.with_center)
+        if last > first:
+            rows[stop - start - (last - first) :] += self._perturbations(first, last)
+        return rows
+
+    def _perturbations(self, first: int, last: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CoordinateQueries(QuerySet):
+    """``v_j = e_{coords[j]}``: one coordinate perturbed per query."""
+
+    coords: torch.Tensor  # [k] long
+
+    def _perturbations(self, first: int, last: int) -> torch.Tensor:
+        delta = torch.zeros(last - first, self.center.numel(), dtype=self.center.dtype, device=self.center.device)
+        rows = torch.arange(last - first, device=self.center.device)
+        delta[rows, self.coords[first:last]] = self.offsets[first:last]
+        return delta
+
+
+@dataclass(frozen=True)
+class DirectionQueries(QuerySet):
+    """``v_j = directions[j]``: dense random directions (q is small next to d)."""
+
+    directions: torch.Tensor  # [k, d]
+
+    def _perturbations(self, first: int, last: int) -> torch.Tensor:
+        return self.offsets[first:last, None] * self.directions[first:last]
+
+
+class Estimator(Plugin):
+    """Zeroth-order gradient estimator in two phases: which queries to evaluate (:meth:`ask`) and
+    how to combine their values into a gradient (:meth:`tell`)."""
+
+    category = "estimator"
+
+    def ask(self, theta: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator) -> QuerySet:
+        """Queries around ``theta`` ``[d]``; ``mask`` ``[d]`` (bool) marks the active coordinates."""
+        raise NotImplementedError
+
+    def tell(self, queries: QuerySet, values: torch.Tensor) -> torch.Tensor:
+        """Gradient estimate ``[d]`` from the losses ``values`` ``[len(queries)]``."""
+        raise NotImplementedError
+
+
+def active_coordinates(theta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return torch.arange(theta.numel(), device=theta.device)
+    if mask.shape != theta.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(theta.shape)}")
+    return mask.nonzero().flatten()

@@ -1,0 +1,47 @@
+"""Coordinate-wise gradient estimation (CGE)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from ..plugin_base import PluginConfig
+from .base import CoordinateQueries, Estimator, active_coordinates
+
+
+class CGEConfig(PluginConfig):
+    kind: Literal["cge"]
+    mu: float = Field(5e-3, gt=0, description="finite-difference step")
+    scheme: Literal["forward", "central"] = Field(
+        "forward", description="forward: d+1 queries, O(mu) bias; central: 2d queries, O(mu^2) bias"
+    )
+
+
+class CGE(Estimator):
+    r"""Finite differences along each active coordinate i (the others get 0):
+
+    forward:  g_i = (f(theta + mu e_i) - f(theta)) / mu
+    central:  g_i = (f(theta + mu e_i) - f(theta - mu e_i)) / (2 mu)
+
+    One query per active coordinate plus the centre (forward), or two per coordinate (central).
+    """
+
+    Config = CGEConfig
+
+    def ask(self, theta, mask, generator) -> CoordinateQueries:
+        coords = active_coordinates(theta, mask)
+        mu = torch.full(coords.shape, self.config.mu, dtype=theta.dtype, device=theta.device)
+        if self.config.scheme == "forward":
+            return CoordinateQueries(theta.detach(), mu, True, coords)
+        return CoordinateQueries(theta.detach(), torch.cat([mu, -mu]), False, torch.cat([coords, coords]))
+
+    def tell(self, queries: CoordinateQueries, values: torch.Tensor) -> torch.Tensor:
+        grad = torch.zeros_like(queries.center)
+        if queries.with_center:
+            grad[queries.coords] = (values[1:] - values[0]) / queries.offsets
+        else:
+            k = len(queries.offsets) // 2
+            grad[queries.coords[:k]] = (values[:k] - values[k:]) / (2 * queries.offsets[:k])
+        return grad

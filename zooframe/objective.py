@@ -1,0 +1,101 @@
+"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the two coupling patterns.
+
+The simulator sees one batch of Q x B rows per step (B cases per query); the model is evaluated
+for all Q parameter vectors in one vectorized call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import ZooframeError
+from .flat_params import FlatParams
+from .simulator import Case, Simulator
+
+
+class SimulatorFault(ZooframeError):
+    """A simulator call that returned something unusable."""
+
+
+class SimulatorRunner:
+    """Calls a simulator's step, checks what comes back, and counts calls and seconds."""
+
+    def __init__(self, simulator: Simulator):
+        self.simulator = simulator
+        self.calls = 0
+        self.rows = 0
+        self.seconds = 0.0
+
+    def __call__(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.simulator.step(state, cases, seed)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.rows += state.shape[0]
+        out = torch.as_tensor(out, dtype=state.dtype, device=state.device)
+        if out.shape != state.shape:
+            raise SimulatorFault(f"{type(self.simulator).__name__}.step returned shape {tuple(out.shape)} "
+                                 f"for a state of shape {tuple(state.shape)}")
+        return out
+
+
+def _per_query_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).pow(2).flatten(1).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """B training windows: start states, the m reference frames after them, and their cases."""
+
+    cases: list[Case]
+    features: torch.Tensor  # [B, F]
+    start: torch.Tensor  # [B, C, *S]
+    targets: torch.Tensor  # [B, m, C, *S]
+    seed: int
+
+
+class CorrectionObjective:
+    """Solver-in-the-loop: ``s[t+1] = P(s[t]) + model(P(s[t]))`` for m steps from each window's
+    start, loss = mean squared error against the reference frames, averaged over the m steps.
+
+    ``P(s[0])`` does not depend on the parameters: it is computed once and shared by every query.
+    With m = 1 no gradient passes through the simulator (the NON baseline).
+    """
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window):
+        self.runner, self.flat, self.window = runner, flat, window
+        self.first = runner(window.start, window.cases, window.seed)
+
+    def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        w = self.window
+        q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
+        s = self.first + self.flat.batched_forward(thetas, self.first, w.features, batched=(False, False))
+        loss = _per_query_mse(s, w.targets[:, 0])
+        for t in range(1, steps):
+            p = self.runner(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
+            s = p + self.flat.batched_forward(thetas, p, w.features, batched=(True, False))
+            loss = loss + _per_query_mse(s, w.targets[:, t])
+        return loss / steps
+
+
+class ModelThenSimulatorObjective:
+    """``y = P^k(model(x))``: the network predicts inputs of a black-box code, loss = mean squared
+    error of the code's output against labels."""
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, inputs: torch.Tensor, labels: torch.Tensor,
+                 cases: list[Case], seed: int = 0, simulator_steps: int = 1):
+        self.runner, self.flat = runner, flat
+        self.inputs, self.labels, self.cases = inputs, labels, cases
+        self.seed, self.simulator_steps = seed, simulator_steps
+
+    def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        q = thetas.shape[0]
+        y = self.flat.batched_forward(thetas, self.inputs, batched=(False,))
+        shape = y.shape
+        for k in range(self.simulator_steps):
+            y = self.runner(y.reshape(-1, *shape[2:]), self.cases * q, self.seed + k).view(shape)
+        return _per_query_mse(y, self.labels)

@@ -1,0 +1,107 @@
+"""A run's output folder: resolved config, metrics.jsonl, model weights, summary.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import ExperimentBase, load_config
+from .errors import ZooframeError
+from .evaluation import evaluate
+from .experiment import Experiment
+from .registry import Registry, get_registry
+from .training import Trainer
+
+CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE = (
+    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json")
+
+
+@dataclass
+class RunResult:
+    dir: Path
+    summary: dict[str, Any]
+    experiment: Experiment = field(repr=False)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.experiment.model
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
+        registry: Registry | None = None) -> RunResult:
+    """Train and evaluate one experiment, writing everything into its run folder.
+
+    If training stops early (an error, Ctrl-C), the weights and metrics so far are still written
+    and ``summary.json`` says how it ended.
+    """
+    registry = registry or get_registry()
+    if not isinstance(config, ExperimentBase):
+        config = load_config(config, registry)
+    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / CONFIG_FILE, config.to_json())
+    exp = Experiment.build(config, registry)
+    trainer = Trainer(exp)
+    show = config.output.progress if progress is None else progress
+    bar = tqdm(total=config.training.steps, desc=config.name, disable=None if show else True, leave=False)
+    summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running",
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
+    last: dict[str, Any] = {}
+    with open(out / METRICS_FILE, "w") as metrics:
+        def on_step(m: dict[str, Any]) -> None:
+            last.update(m)
+            metrics.write(json.dumps(m) + "\n")
+            metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
+
+        try:
+            trainer.run(on_step)
+            summary["status"] = "trained"
+        except BaseException as exc:
+            summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            bar.close()
+            torch.save(exp.model.state_dict(), out / MODEL_FILE)
+            summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
+                           wall_s=last.get("wall_s", 0.0), simulator_s=exp.runner.seconds)
+            _write_json(out / SUMMARY_FILE, summary)
+    summary["evaluation"] = evaluate(exp)
+    summary["status"] = "completed"
+    _write_json(out / SUMMARY_FILE, summary)
+    return RunResult(out, summary, exp)
+
+
+def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experiment:
+    """The experiment of a finished run folder, with its trained weights loaded."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (run_dir / name).is_file():
+            raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
+    exp = Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry)
+    exp.model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=exp.device, weights_only=True))
+    return exp
+
+
+def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,
+                 registry: Registry | None = None) -> dict[str, Any]:
+    """Re-evaluate a run's trained model; writes ``evaluation.json`` into the run folder."""
+    result = evaluate(load_run(run_dir, registry), split, steps)
+    _write_json(Path(run_dir) / EVALUATION_FILE, result)
+    return result

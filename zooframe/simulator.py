@@ -1,0 +1,85 @@
+"""The simulator interface: a batched black-box step on states ``[B, C, *spatial]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .plugin_base import Plugin
+
+
+@dataclass(frozen=True)
+class Case:
+    """One physical setting a simulator offers, e.g. a Reynolds number."""
+
+    name: str
+    params: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Layout of a state: named channels over a spatial grid."""
+
+    channels: tuple[str, ...]
+    spatial_shape: tuple[int, ...]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.num_channels, *self.spatial_shape)
+
+
+class Simulator(Plugin):
+    """A black-box solver the core couples a network to.
+
+    Implement :meth:`step` for a batched code, or only :meth:`step_one` for a code that runs one
+    case at a time; the core then batches it. The core never differentiates through a simulator
+    unless ``differentiable`` is True and the run asks for first-order training.
+
+    ``seed`` is the same for every query of one gradient estimate, so that a stochastic code can
+    use common random numbers across them.
+    """
+
+    category = "simulator"
+    differentiable: bool = False
+
+    def __init__(self, config, device: str | torch.device = "cpu"):
+        super().__init__(config)
+        self.device = torch.device(device)
+
+    # --- what the simulator offers -----------------------------------------------------------
+    @property
+    def state_spec(self) -> StateSpec:
+        raise NotImplementedError
+
+    def cases(self) -> Mapping[str, Sequence[Case]]:
+        """Named case sets; the core uses ``"train"`` and ``"test"``."""
+        raise NotImplementedError
+
+    def case_features(self, cases: Sequence[Case]) -> torch.Tensor:
+        """Constant per-case inputs for the model, ``[B, F]`` (e.g. a Reynolds number)."""
+        return torch.zeros(len(cases), 0, device=self.device)
+
+    def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
+        """Higher-fidelity trajectories on this simulator's grid, ``[B, steps + 1, C, *spatial]``,
+        frame 0 being the initial state."""
+        raise NotImplementedError(f"{type(self).__name__} has no higher-fidelity reference mode")
+
+    # --- the step -----------------------------------------------------------------------------
+    def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
+        """Advance ``state`` ``[B, C, *spatial]`` by one step; ``cases[b]`` is row b's case."""
+        if type(self).step_one is Simulator.step_one:
+            raise NotImplementedError(f"{type(self).__name__} implements neither step nor step_one")
+        rows = state.detach().cpu().numpy()
+        out = [np.asarray(self.step_one(row, case, seed)) for row, case in zip(rows, cases)]
+        return torch.as_tensor(np.stack(out), dtype=state.dtype, device=state.device)
+
+    def step_one(self, state: np.ndarray, case: Case, seed: int) -> np.ndarray:
+        """Advance one case's state ``[C, *spatial]`` (a NumPy array) by one step."""
+        raise NotImplementedError

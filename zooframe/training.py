@@ -1,0 +1,133 @@
+"""The training loop: a gradient per step (ZO estimate or autograd), then a plain torch.optim step."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from .engine import LocalEngine
+from .errors import ZooframeError
+from .experiment import Experiment
+from .objective import CorrectionObjective, Window
+
+
+class WindowSampler:
+    """Draws each step's training windows: random cases and random start frames of the reference."""
+
+    def __init__(self, exp: Experiment, unroll: int):
+        cfg = exp.config.training
+        self.cases = exp.cases("train")
+        self.features = exp.features(self.cases)
+        self.reference = exp.reference(self.cases, cfg.horizon)
+        self.unroll = unroll
+        self.per_step = min(cfg.cases_per_step or len(self.cases), len(self.cases))
+        self.seed = cfg.seed
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def sample(self, step: int) -> Window:
+        n, frames = self.reference.shape[:2]
+        idx = torch.randperm(n, generator=self.generator)[: self.per_step]
+        t0 = torch.randint(0, frames - self.unroll, (len(idx),), generator=self.generator)
+        times = t0[:, None] + torch.arange(self.unroll + 1)
+        dev = self.reference.device
+        windows = self.reference[idx.to(dev)[:, None], times.to(dev)]  # [B, m + 1, C, *S]
+        return Window([self.cases[i] for i in idx.tolist()], self.features[idx.to(dev)],
+                      windows[:, 0], windows[:, 1:], seed=self.seed * 100_003 + step)
+
+
+def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
+    """Normalization from the training reference: states, features and one-step corrections."""
+    ref = sampler.reference
+    n, frames = ref.shape[:2]
+    states = ref[:, :-1].reshape(-1, *ref.shape[2:])
+    cases = [c for c in sampler.cases for _ in range(frames - 1)]
+    with torch.no_grad():
+        corrections = ref[:, 1:].reshape(states.shape) - exp.runner(states, cases, seed=0)
+    features = sampler.features.repeat_interleave(frames - 1, dim=0)
+    exp.model.set_statistics(states, features, corrections)
+
+
+def make_optimizer(exp: Experiment) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    cfg = exp.config.training
+    o, s = cfg.optimizer, cfg.schedule
+    params = exp.model.parameters()
+    if o.name == "sgd":
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.name](params, lr=o.lr, weight_decay=o.weight_decay)
+    if s.name == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=s.min_lr)
+    elif s.name == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+class Trainer:
+    """Runs ``training.steps`` optimizer steps; ``on_step`` receives each step's metrics."""
+
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        cfg = exp.config.training
+        if cfg.mode == "fo" and not exp.simulator.differentiable:
+            raise ZooframeError(f"training.mode 'fo' needs a differentiable simulator, and "
+                                f"{exp.config.simulator.kind!r} is not; use 'zo' or 'non'")
+        self.unroll = 1 if cfg.mode == "non" else cfg.unroll
+        self.sampler = WindowSampler(exp, self.unroll)
+        if getattr(exp.config.model, "normalize", True):
+            fit_statistics(exp, self.sampler)
+        self.optimizer, self.scheduler = make_optimizer(exp)
+        self.engine = LocalEngine(exp.config.execution.chunk_size)
+        self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
+        self.mask: torch.Tensor | None = None
+        self.step = 0
+        self.queries = 0
+
+    def gradient(self, window: Window) -> tuple[torch.Tensor, float, int]:
+        """The step's gradient, the loss at the current parameters and the queries it took."""
+        exp = self.exp
+        objective = CorrectionObjective(exp.runner, exp.flat, window)
+        theta = exp.flat.get()
+        if exp.config.training.mode != "zo":
+            theta.requires_grad_(True)
+            loss = objective(theta[None])[0]
+            (grad,) = torch.autograd.grad(loss, theta)
+            return grad, float(loss.detach()), 0
+        with torch.no_grad():
+            queries = exp.estimator.ask(theta, self.mask, self.generator)
+            values = self.engine.evaluate(objective, queries)
+            bad = (~torch.isfinite(values)).sum()
+            if bad:
+                raise ZooframeError(f"{int(bad)} of {len(values)} queries returned NaN or Inf at step "
+                                    f"{self.step}; no optimizer step was taken from them")
+            grad = exp.estimator.tell(queries, values)
+            used = len(queries)
+            if queries.with_center:
+                loss = values[0]
+            else:
+                loss = objective(theta[None])[0]
+                used += 1
+        return grad, float(loss), used
+
+    def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
+        cfg = self.exp.config.training
+        start = time.perf_counter()
+        while self.step < cfg.steps:
+            sim_before = self.exp.runner.seconds
+            step_start = time.perf_counter()
+            grad, loss, used = self.gradient(self.sampler.sample(self.step))
+            if not torch.isfinite(grad).all():
+                raise ZooframeError(f"the gradient at step {self.step} is not finite; no optimizer step was taken")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.exp.flat.set_grad(grad)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self.queries += used
+            on_step({"step": self.step, "loss": loss, "queries": used, "queries_total": self.queries, "lr": lr,
+                     "step_s": time.perf_counter() - step_start, "sim_s": self.exp.runner.seconds - sim_before,
+                     "wall_s": time.perf_counter() - start})
