@@ -11,3 +11,12 @@ import torch  # noqa: E402
 def _float_defaults():
     torch.set_default_dtype(torch.float32)
     yield
+
+
+@pytest.fixture
+def project_registry():
+    """Built-ins plus this repository's own plugins (what schemas/ and examples/ describe)."""
+    from zooframe.registry import Registry
+
+    phiflow_plugin = pytest.importorskip("zooframe_phiflow.plugin")
+    return Registry(load_external=False, plugins={"zooframe-phiflow": phiflow_plugin})

@@ -30,11 +30,10 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .registry import Registry
+    from .registry import get_registry
     from .schemas import write_schemas
 
-    registry = Registry(load_external=args.all_plugins)
-    paths = write_schemas(args.output, registry)
+    paths = write_schemas(args.output, get_registry())
     _emit({"written": [str(p) for p in paths]}, args.json, "\n".join(f"wrote {p}" for p in paths))
     return 0
 
@@ -89,9 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("plugins", cmd_plugins, "list the registered plugins")
-    p = add("schema", cmd_schema, "write the JSON Schemas of the config")
+    p = add("schema", cmd_schema, "write the JSON Schemas of the config, for the built-in and installed plugins")
     p.add_argument("--output", default="schemas", help="folder (default: schemas)")
-    p.add_argument("--all-plugins", action="store_true", help="include installed third-party plugins")
     p = add("validate", cmd_validate, "check a config file and explain every error")
     p.add_argument("config")
     p = add("run", cmd_run, "train and evaluate an experiment")

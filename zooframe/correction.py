@@ -14,10 +14,12 @@ class CorrectionNetwork(nn.Module):
     The statistics are buffers, not parameters: the optimizer and the estimators never touch them.
     """
 
-    def __init__(self, net: nn.Module, channels: int, features: int, spatial_dims: int):
+    def __init__(self, net: nn.Module, channels: int, features: int, spatial_dims: int,
+                 valid: torch.Tensor | None = None):
         super().__init__()
         self.net = net
         shape = (1, -1) + (1,) * spatial_dims
+        self.register_buffer("valid", None if valid is None else valid.to(torch.get_default_dtype())[None])
         self.register_buffer("state_mean", torch.zeros(channels).view(shape))
         self.register_buffer("state_std", torch.ones(channels).view(shape))
         self.register_buffer("feature_mean", torch.zeros(features).view(shape))
@@ -28,6 +30,10 @@ class CorrectionNetwork(nn.Module):
         """Statistics from example states ``[N, C, *S]``, features ``[N, F]`` and target
         corrections ``[N, C, *S]`` (reference minus solver)."""
         dims = [0] + list(range(2, states.ndim))
+        if self.valid is not None:  # statistics over the entries that hold data only
+            keep = self.valid[0].bool().all(dim=0).expand_as(states[:, 0])
+            states, corrections = (x.movedim(1, -1)[keep] for x in (states, corrections))
+            dims = [0]
 
         def std(x, d):
             return x.std(dim=d).clamp_min(1e-8) if x.shape[0] > 1 else torch.ones(x.shape[1], dtype=x.dtype)
@@ -44,4 +50,5 @@ class CorrectionNetwork(nn.Module):
         if features.shape[-1]:
             f = ((features[(...,) + (None,) * (state.ndim - 2)] - self.feature_mean) / self.feature_std)
             x = torch.cat([x, f.expand(-1, -1, *state.shape[2:])], dim=1)
-        return self.net(x) * self.output_std
+        out = self.net(x) * self.output_std
+        return out if self.valid is None else out * self.valid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,13 +34,34 @@ def _stats(errors: torch.Tensor) -> dict[str, Any]:
             "mae_per_case": per_case.tolist(), "mae_per_step": errors.mean(dim=0).tolist()}
 
 
-def evaluate(exp: Experiment, split: str | None = None, steps: int | None = None) -> dict[str, Any]:
-    """MAE of the uncorrected source solver (``src``) and of the corrected one over a rollout."""
+@dataclass
+class HeldOut:
+    """Held-out rollouts: reference, uncorrected source solver and corrected solver, ``[B, T + 1, C, *S]``."""
+
+    split: str
+    cases: list
+    reference: torch.Tensor
+    src: torch.Tensor
+    corrected: torch.Tensor
+
+    def summary(self) -> dict[str, Any]:
+        src = _stats(mae_per_step(self.src, self.reference))
+        corrected = _stats(mae_per_step(self.corrected, self.reference))
+        return {"split": self.split, "steps": self.reference.shape[1] - 1, "cases": [c.name for c in self.cases],
+                "src": src, "corrected": corrected,
+                "corrected_over_src": corrected["mae_mean"] / max(src["mae_mean"], 1e-300)}
+
+
+def held_out(exp: Experiment, split: str | None = None, steps: int | None = None) -> HeldOut:
     split = split or exp.config.evaluation.split
     steps = steps or exp.config.evaluation.steps
     cases = exp.cases(split)
     ref = exp.reference(cases, steps)
-    src = _stats(mae_per_step(rollout(exp, ref[:, 0], cases, steps, corrected=False), ref))
-    corrected = _stats(mae_per_step(rollout(exp, ref[:, 0], cases, steps, corrected=True), ref))
-    return {"split": split, "steps": steps, "cases": [c.name for c in cases], "src": src, "corrected": corrected,
-            "corrected_over_src": corrected["mae_mean"] / max(src["mae_mean"], 1e-300)}
+    return HeldOut(split, cases, ref, rollout(exp, ref[:, 0], cases, steps, corrected=False),
+                   rollout(exp, ref[:, 0], cases, steps, corrected=True))
+
+
+def evaluate(exp: Experiment, split: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """MAE of the uncorrected source solver (``src``) and of the corrected one over a rollout
+    from the reference's first frame, per case and per step."""
+    return held_out(exp, split, steps).summary()

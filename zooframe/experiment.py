@@ -47,7 +47,8 @@ class Experiment:
         torch.manual_seed(config.training.seed)
         net = registry.create("model", config.model).build(
             ModelSpec(spec.num_channels + n_features, spec.num_channels, spec.spatial_shape))
-        model = CorrectionNetwork(net, spec.num_channels, n_features, len(spec.spatial_shape)).to(device, dtype)
+        model = CorrectionNetwork(net, spec.num_channels, n_features, len(spec.spatial_shape), spec.valid)
+        model = model.to(device, dtype)
         estimator = registry.create("estimator", config.estimator)
         return cls(config, simulator, SimulatorRunner(simulator), estimator, model, FlatParams(model), device, dtype)
 

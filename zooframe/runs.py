@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentBase, load_config
 from .errors import ZooframeError
-from .evaluation import evaluate
+from . import figures
+from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment
 from .registry import Registry, get_registry
 from .training import Trainer
@@ -82,10 +83,31 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=exp.runner.seconds)
             _write_json(out / SUMMARY_FILE, summary)
-    summary["evaluation"] = evaluate(exp)
+    results = held_out(exp)
+    summary["evaluation"] = results.summary()
+    summary["figures"] = write_figures(exp, out, results)
     summary["status"] = "completed"
     _write_json(out / SUMMARY_FILE, summary)
     return RunResult(out, summary, exp)
+
+
+def write_figures(exp: Experiment, out: Path, results: HeldOut) -> list[str] | str:
+    """Training loss, held-out MAE over time, and source / corrected / reference snapshots."""
+    if not figures.available():
+        return "skipped: matplotlib is not installed (pip install 'zooframe[plot]')"
+    metrics = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+    ev = results.summary()
+    paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics]),
+             figures.error_curves(out / "mae.png", {"source": ev["src"]["mae_per_step"],
+                                                    "corrected": ev["corrected"]["mae_per_step"]},
+                                  f"held-out MAE ({results.split}, mean over {len(results.cases)} cases)")]
+    steps = results.reference.shape[1] - 1
+    times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
+    with torch.no_grad():
+        fields = {name: exp.simulator.render(states[0]) for name, states in
+                  (("source", results.src), ("corrected", results.corrected), ("reference", results.reference))}
+    paths.append(figures.snapshots(out / "snapshots.png", fields, times, f"held-out case {results.cases[0].name}"))
+    return [p.name for p in paths]
 
 
 def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experiment:

@@ -21,10 +21,13 @@ class Case:
 
 @dataclass(frozen=True)
 class StateSpec:
-    """Layout of a state: named channels over a spatial grid."""
+    """Layout of a state: named channels over a spatial grid. ``valid`` (bool ``[C, *spatial]``)
+    marks the entries that hold data when some do not, e.g. the padding of a staggered grid
+    stored as one array; the core never writes a correction there."""
 
     channels: tuple[str, ...]
     spatial_shape: tuple[int, ...]
+    valid: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_channels(self) -> int:
@@ -70,6 +73,11 @@ class Simulator(Plugin):
         """Higher-fidelity trajectories on this simulator's grid, ``[B, steps + 1, C, *spatial]``,
         frame 0 being the initial state."""
         raise NotImplementedError(f"{type(self).__name__} has no higher-fidelity reference mode")
+
+    def render(self, state: torch.Tensor) -> torch.Tensor:
+        """A scalar field ``[B, *spatial']`` to show a state in figures (default: the magnitude
+        over channels; a flow plugin might give vorticity)."""
+        return state.norm(dim=1)
 
     # --- the step -----------------------------------------------------------------------------
     def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:

@@ -18,6 +18,8 @@ class ConvConfig(ModelConfig):
     residual: bool = Field(False, description="hidden layers as residual blocks of two convolutions")
     activation: Literal["relu", "gelu", "tanh", "silu"] = "gelu"
     padding: Literal["zeros", "circular", "replicate", "reflect"] = "zeros"
+    zero_init_output: bool = Field(
+        True, description="start the output layer at zero, so that training starts from the uncorrected solver")
 
     @field_validator("kernel_size")
     @classmethod
@@ -55,5 +57,8 @@ class ConvModel(ModelFactory):
         layers: list[nn.Module] = [conv(spec.in_channels), act()]
         for _ in range(cfg.depth):
             layers += [_ResidualBlock(conv, act)] if cfg.residual else [conv(), act()]
-        layers.append(conv(cout=spec.out_channels))
-        return nn.Sequential(*layers)
+        out = conv(cout=spec.out_channels)
+        if cfg.zero_init_output:
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+        return nn.Sequential(*layers, out)

@@ -1,0 +1,40 @@
+"""Shared by the benchmark scripts: machine facts and the results file of ../shared/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    info = {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    for package in ("phiflow", "zooframe"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return info
+
+
+def command() -> str:
+    return " ".join(["python", *map(shlex.quote, sys.argv)])
+
+
+def write_results(name: str, config: dict, methods: dict, ratios: dict, **extra: Any) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"benchmark": name, "command": command(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(), "config": config, "methods": methods, "ratios": ratios, **extra}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

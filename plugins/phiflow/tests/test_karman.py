@@ -1,0 +1,109 @@
+"""The PhiFlow Karman plugin: registration, stable jit traces, reference cache, and ZO gradients
+of the solver-in-the-loop loss against autograd through PhiFlow."""
+
+import copy
+
+import pytest
+import torch
+
+import zooframe
+import zooframe_phiflow.plugin
+from zooframe.engine import LocalEngine
+from zooframe.estimators.cge import CGE, CGEConfig
+from zooframe.experiment import Experiment
+from zooframe.objective import CorrectionObjective
+from zooframe.training import WindowSampler
+from zooframe_phiflow.karman import Karman, KarmanConfig, shedding
+
+# a small, cheap flow: 32 x 16 cells, reference 2x finer, a short warm-up
+TINY = {"kind": "karman", "resolution": [32, 16], "reference_factor": 2, "warmup": 4,
+        "train_reynolds": [200.0, 800.0], "test_reynolds": [400.0]}
+
+
+@pytest.fixture
+def registry():
+    return zooframe.Registry(load_external=False, plugins={"zooframe-phiflow": zooframe_phiflow.plugin})
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return {**TINY, "cache_dir": str(tmp_path / "cache")}
+
+
+def test_the_entry_point_registers_karman():
+    info = zooframe.Registry(load_external=True).get("simulator", "karman")
+    assert info.cls is Karman and info.provider == "zooframe-phiflow"
+
+
+def test_a_rollout_traces_the_step_once(tiny):
+    sim = Karman(KarmanConfig(**tiny))
+    cases = sim.cases()["train"]
+    state = sim.solver.initial(len(cases), kick=0.5)
+    with torch.no_grad():
+        for _ in range(8):
+            state = sim.step(state, cases, seed=0)
+    assert sim.solver.traces == 1
+    assert torch.isfinite(state).all() and state.shape == (2, 2, 33, 17)
+    with torch.no_grad():
+        sim.step(torch.cat([state, state]), cases * 2, seed=0)  # a new batch size: one more trace
+        sim.step(torch.cat([state, state]), cases * 2, seed=1)
+    assert sim.solver.traces == 2
+
+
+def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
+    sim = Karman(KarmanConfig(**tiny))
+    cases = sim.cases()["train"]
+    with torch.no_grad():
+        state = sim.solver.initial(2, kick=0.5)
+        for _ in range(5):
+            state = sim.step(state, cases, 0)
+    assert (state[0] - state[1]).abs().max() > 1e-4  # Re 200 and Re 800 evolve differently
+    assert torch.all(state[:, 0, :, -1] == 0) and torch.all(state[:, 1, -1, :] == 0)
+
+
+def test_reference_is_cached_and_regenerated_when_damaged(tiny, monkeypatch):
+    sim = Karman(KarmanConfig(**tiny))
+    cases = sim.cases()["train"]
+    calls = []
+    generate = Karman.generate
+    monkeypatch.setattr(Karman, "generate", lambda self, c, s: calls.append(len(c)) or generate(self, c, s))
+    first = sim.reference(cases, 3)
+    assert first.shape == (2, 4, 2, 33, 17) and calls == [2]
+    torch.testing.assert_close(sim.reference(cases, 2), first[:, :3])
+    assert calls == [2]  # served from the cache
+    path = sim.cache.path(sim._cache_params(cases[1]))
+    path.write_bytes(path.read_bytes()[:100])  # a partial file
+    with pytest.warns(UserWarning, match="corrupt reference cache"):
+        again = sim.reference(cases, 3)
+    assert calls == [2, 1]  # only the damaged case was regenerated
+    torch.testing.assert_close(again, first, atol=1e-4, rtol=0)  # up to the pressure-solve tolerance
+    other = Karman(KarmanConfig(**{**tiny, "dt": 0.5}))
+    other.reference(cases, 3)
+    assert calls == [2, 1, 2]  # a parameter that shapes the data is part of the key
+
+
+def test_zo_gradient_of_the_sol_loss_matches_autograd_through_phiflow(registry, tiny):
+    config = zooframe.load_config({
+        "simulator": {**tiny, "pressure_tolerance": 1e-5},
+        "model": {"kind": "conv", "hidden_channels": 2, "kernel_size": 3, "depth": 0},
+        "estimator": {"kind": "cge", "scheme": "central", "mu": 1e-2},
+        "training": {"unroll": 2, "horizon": 3},
+    }, registry)
+    exp = Experiment.build(config, registry)
+    window = WindowSampler(exp, unroll=2).sample(0)
+    objective = CorrectionObjective(exp.runner, exp.flat, window)
+    theta = exp.flat.get() + 0.05 * torch.randn(exp.flat.dim)
+    theta_g = theta.clone().requires_grad_(True)
+    (true,) = torch.autograd.grad(objective(theta_g[None])[0], theta_g)
+    queries = exp.estimator.ask(theta, None, torch.Generator())
+    grad = exp.estimator.tell(queries, LocalEngine(chunk_size=64).evaluate(objective, queries))
+    assert float(torch.nn.functional.cosine_similarity(grad, true, dim=0)) >= 0.99
+
+
+def test_shedding_finds_the_frequency_of_a_probe_signal():
+    t = torch.arange(200, dtype=torch.float64)
+    traj = torch.zeros(200, 2, 5, 5)
+    traj[:, 1, 2, 2] = 0.3 * torch.sin(2 * torch.pi * 0.05 * t)
+    stats = shedding(traj, (2, 2), dt=1.0)
+    assert stats["frequency"] == pytest.approx(0.05, abs=0.005)
+    assert stats["amplitude"] == pytest.approx(0.3 / 2**0.5, rel=0.05)

@@ -1,0 +1,5 @@
+"""PhiFlow simulators for zooframe."""
+
+from .karman import Karman, KarmanConfig
+
+__all__ = ["Karman", "KarmanConfig"]

@@ -1,0 +1,44 @@
+"""The reference cache never hands out a partial, corrupt or mismatched file."""
+
+import pytest
+import torch
+
+from zooframe.trajectory_cache import TrajectoryCache
+
+PARAMS = {"simulator": "x", "re": 100.0, "resolution": [8, 4]}
+
+
+def test_round_trip_and_prefix(tmp_path):
+    cache = TrajectoryCache(tmp_path)
+    frames = torch.randn(11, 2, 3)
+    cache.save(PARAMS, frames)
+    torch.testing.assert_close(cache.load(PARAMS, 10), frames)
+    torch.testing.assert_close(cache.load(PARAMS, 4), frames[:5])
+    assert cache.load(PARAMS, 11) is None  # too short: the caller regenerates
+    assert cache.load({**PARAMS, "re": 200.0}, 4) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper", "garbage"])
+def test_damaged_files_are_reported_and_dropped(tmp_path, damage):
+    cache = TrajectoryCache(tmp_path)
+    path = cache.save(PARAMS, torch.randn(6, 2, 3))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "tamper":
+        data = torch.load(path, weights_only=True)
+        data["frames"][3] += 1.0
+        torch.save(data, path)
+    else:
+        path.write_text("not a tensor file")
+    with pytest.warns(UserWarning, match="corrupt reference cache file"):
+        assert cache.load(PARAMS, 5) is None
+    assert not path.exists()
+
+
+def test_a_file_for_other_parameters_is_not_used(tmp_path):
+    cache = TrajectoryCache(tmp_path)
+    path = cache.save(PARAMS, torch.randn(6, 2, 3))
+    other = {**PARAMS, "re": 5.0}
+    path.rename(cache.path(other))  # e.g. a hash collision or a hand-copied file
+    with pytest.warns(UserWarning, match="other parameters"):
+        assert cache.load(other, 5) is None
