@@ -76,6 +76,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_correction
+    from .runs import SPARSE_FILE, load_run
+
+    path = Path(args.output or Path(args.run_dir) / SPARSE_FILE)
+    info = export_correction(load_run(args.run_dir), path)
+    text = (f"wrote {path}: {info['nonzeros']} of {info['parameters']} weights non-zero, "
+            f"{info['sparse_bytes']} bytes instead of {info['dense_bytes']} dense")
+    _emit({"file": str(path), **info}, args.json, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zooframe", description="Train networks through black-box simulators "
                                      "with zeroth-order gradient estimates.")
@@ -100,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")
     p.add_argument("--steps", type=int, help="rollout length (default: the config's evaluation.steps)")
+    p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
+    p.add_argument("run_dir")
+    p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
     return parser
 
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 from .registry import CATEGORIES, Registry, get_registry
@@ -55,14 +56,46 @@ class EvaluationConfig(Section):
 
 
 class SparsityConfig(Section):
-    method: Literal["none"] = Field("none", description="dense training (sparsity methods come later)")
+    method: Literal["none", "zo_grasp", "magnitude", "random"] = Field(
+        "none", description="how coordinates are scored at initialization (none: dense training)")
+    ratio: float = Field(0.9, ge=0, lt=1, description="fraction of the unprotected coordinates pruned (use: model) "
+                         "or left out of each estimate (use: gradient)")
+    scope: Literal["global", "layerwise"] = Field(
+        "global", description="global: one ranking over all layers; layerwise: the same ratio in every layer")
+    protect: list[Literal["first", "last"]] = Field(default_factory=list, description="layers kept dense")
+    use: Literal["model", "gradient"] = Field(
+        "model", description="model: pruned weights stay zero and are never estimated; gradient: dense model, "
+        "random per-layer coordinate subsets estimated each step (DeepZero)")
+    resample_every: int = Field(1, ge=1, description="use: gradient: steps between redrawn masks")
+    grasp_directions: int = Field(64, ge=1, description="zo_grasp: RGE directions per gradient estimate")
+    grasp_mu: float = Field(5e-3, gt=0, description="zo_grasp: RGE finite-difference step")
+    grasp_step: float = Field(1e-2, gt=0, description="zo_grasp: step along g for the Hessian-gradient product")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="unset: start a local Ray instance; 'auto' or host:port: join "
+                                "a cluster started with `ray start`")
+    object_store_mb: int | None = Field(None, ge=64, description="object store of a local instance (default: Ray's)")
 
 
 class ExecutionConfig(Section):
-    backend: Literal["local"] = "local"
-    chunk_size: int = Field(256, ge=1, description="queries evaluated per batched call (bounds memory)")
+    backend: Literal["local", "process", "ray"] = Field(
+        "local", description="local: in this process; process: a pool of local workers; ray: Ray actors")
+    workers: int = Field(2, ge=1, description="process and ray: workers, each with a warm simulator")
+    threads_per_worker: int = Field(1, ge=1, description="process and ray: torch threads per worker")
+    chunk_size: int | Literal["auto"] = Field(
+        256, description="queries per batched call (bounds memory); auto: from memory_budget_mb")
+    memory_budget_mb: float = Field(1024, gt=0, description="what one chunk may use when chunk_size is auto")
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
+    ray: RayConfig = RayConfig()
+
+    @field_validator("chunk_size")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"chunk_size must be at least 1 or 'auto' (got {v})")
+        return v
 
 
 class OutputConfig(Section):
@@ -128,63 +161,66 @@ def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
     """One ``path: message`` line per error, with plugin kinds and allowed fields spelled out."""
     lines = []
     for err in exc.errors():
-        path, node = [], data
-        for part in err["loc"]:
-            # a discriminated union puts the tag into the location: skip it
-            if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
-                continue
-            path.append(str(part))
-            node = node.get(part) if isinstance(node, dict) else (
-                node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
-        where = ".".join(path) or "(top level)"
+        path = _path(err["loc"], data)
+        where = ".".join(map(str, path)) or "(top level)"
         category = path[0] if path and path[0] in CATEGORIES else None
         kind = err["type"]
-        if category and (kind in ("union_tag_invalid", "union_tag_not_found") or (kind == "literal_error" and path[-1] == "kind")):
+        if category and (kind in ("union_tag_invalid", "union_tag_not_found")
+                         or (kind == "literal_error" and path[-1] == "kind")):
             known = ", ".join(registry.kinds(category))
-            section = data.get(category) if isinstance(data, dict) else None
-            got = section.get("kind") if isinstance(section, dict) else None
-            if kind == "union_tag_not_found" or got is None:
+            got = _lookup(data, [category, "kind"])
+            if got is None:
                 lines.append(f"{category}.kind: missing; known {category} kinds: {known}")
             else:
                 lines.append(f"{category}.kind: unknown {category} kind {got!r}; known: {known}")
-            continue
-        if kind == "extra_forbidden":
-            lines.append(f"{where}: unknown field{_allowed(exc, err, registry, data)}")
-            continue
-        msg = err["msg"]
-        if kind == "missing":
-            msg = "required field is missing"
-        elif "input" in err and not isinstance(err["input"], (dict, list)):
-            msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"{where}: {msg}")
+        elif kind == "extra_forbidden":
+            lines.append(f"{where}: unknown field{_allowed(path[:-1], data, registry)}")
+        elif kind == "missing":
+            lines.append(f"{where}: required field is missing")
+        elif not isinstance(err.get("input"), (dict, list)):
+            lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
+        else:
+            lines.append(f"{where}: {err['msg']}")
     return lines
 
 
-def _allowed(exc: ValidationError, err: dict, registry: Registry, data: Any) -> str:
-    """The fields allowed where an unknown one was found, when the model there can be told."""
-    loc = [p for p in err["loc"][:-1]]
-    model: Any = experiment_model(registry)
-    node = data
+def _lookup(data: Any, path: list) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _path(loc: tuple, data: Any) -> list:
+    """The error location in the user's terms: without the union tags pydantic inserts."""
+    path: list = []
     for part in loc:
-        if not isinstance(node, dict):
-            return ""
-        if part not in node and node.get("kind") == part:
+        node = _lookup(data, path)
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
             continue
+        path.append(part)
+    return path
+
+
+def _allowed(path: list, data: Any, registry: Registry) -> str:
+    """The fields allowed at ``path``, when the model there can be told."""
+    model: Any = experiment_model(registry)
+    for i, part in enumerate(path):
         field = getattr(model, "model_fields", {}).get(part)
-        node = node.get(part)
         if field is None:
             return ""
         model = field.annotation
-        if part in CATEGORIES and isinstance(node, dict):
+        if i == 0 and part in CATEGORIES:
             try:
-                model = registry.get(part, node.get("kind")).config_cls
+                model = registry.get(part, _lookup(data, [part, "kind"])).config_cls
             except Exception:
                 return ""
     fields = getattr(model, "model_fields", None)
-    if not fields:
-        return ""
-    names = [f.alias or n for n, f in fields.items()]
-    return "; allowed: " + ", ".join(names)
+    return "; allowed: " + ", ".join(f.alias or n for n, f in fields.items()) if fields else ""
 
 
 def category_schema(registry: Registry, category: str) -> dict[str, Any]:

@@ -1,8 +1,14 @@
-"""Query engines: how the rows of a query set are evaluated on an objective."""
+"""Query engines: how the rows of a query set are evaluated on an objective.
+
+``local`` evaluates chunks in this process, one batched objective call per chunk. ``process``
+and ``ray`` send chunks to workers that each hold a warm simulator (for PhiFlow: the compiled
+step stays loaded) and rebuild the step's objective from its window once per step.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Iterator
 
 import torch
 
@@ -11,16 +17,81 @@ from .estimators.base import QuerySet
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
-class LocalEngine:
+def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+class Engine:
+    """Evaluates query sets; ``queries`` counts the rows it evaluated and ``remote_seconds`` the
+    simulator time spent in workers (the local runner counts its own)."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.queries = 0
+        self.remote_seconds = 0.0
+
+    def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalEngine(Engine):
     """In-process: one batched objective call per chunk of at most ``chunk_size`` queries, so
     that the chunk size bounds memory."""
 
     def __init__(self, chunk_size: int = 256):
-        self.chunk_size = chunk_size
-        self.queries = 0
+        super().__init__(chunk_size)
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
-        n = len(queries)
-        values = [objective(queries.materialize(a, a + self.chunk_size)) for a in range(0, n, self.chunk_size)]
-        self.queries += n
+        values = [objective(queries.materialize(a, b)) for a, b in chunks(len(queries), self.chunk_size)]
+        self.queries += len(queries)
         return torch.cat(values)
+
+
+def auto_chunk_size(rows_per_query: int, state_numel: int, params: int, bytes_per_value: int, budget_mb: float) -> int:
+    """Queries per chunk that fit a memory budget: per query, the states of its rows with room
+    for the solver's and the model's temporaries (a factor of 32), and its parameter vector."""
+    per_query = bytes_per_value * (32 * rows_per_query * state_numel + params)
+    return max(1, int(budget_mb * 2**20 // per_query))
+
+
+def spread(n: int, workers: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Chunks of at most ``chunk_size`` queries, at least one per worker when there are enough."""
+    size = max(1, min(chunk_size, math.ceil(n / workers)))
+    return list(chunks(n, size))
+
+
+class RemoteEngine(Engine):
+    """Spreads each query set over ``workers`` and gathers the values in order. Only the
+    step's window, the model's buffers and the chunks' parameter vectors travel."""
+
+    def __init__(self, chunk_size: int, workers: int):
+        super().__init__(chunk_size)
+        self.workers = workers
+
+    def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
+        from .errors import ZooframeError
+        from .objective import CorrectionObjective
+
+        if not isinstance(objective, CorrectionObjective):
+            raise ZooframeError(f"the {type(self).__name__} evaluates solver-in-the-loop objectives only; "
+                                "use execution.backend 'local'")
+        buffers = dict(objective.flat.module.named_buffers())
+        tasks = [(objective.token, objective.window, buffers, queries.materialize(a, b))
+                 for a, b in spread(len(queries), self.workers, self.chunk_size)]
+        results = self._map(tasks)
+        self.queries += len(queries)
+        self.remote_seconds += sum(seconds for _, seconds in results)
+        return torch.cat([values for values, _ in results])
+
+    def _map(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
+        raise NotImplementedError

@@ -18,6 +18,13 @@ from .registry import Registry, get_registry
 from .simulator import Case, Simulator
 
 
+def build_correction(registry: Registry, model_config, channels: int, features: int,
+                     spatial_shape: tuple[int, ...], valid: torch.Tensor | None = None) -> CorrectionNetwork:
+    """The model plugin's network inside the core's normalization and case-feature wrapper."""
+    net = registry.create("model", model_config).build(ModelSpec(channels + features, channels, tuple(spatial_shape)))
+    return CorrectionNetwork(net, channels, features, len(spatial_shape), valid)
+
+
 @dataclass
 class Experiment:
     config: ExperimentBase
@@ -28,6 +35,7 @@ class Experiment:
     flat: FlatParams
     device: torch.device
     dtype: torch.dtype
+    mask: torch.Tensor | None = None  # the sparsity mask of a finished run, when it had one
 
     @classmethod
     def build(cls, config: ExperimentBase, registry: Registry | None = None) -> "Experiment":
@@ -45,10 +53,8 @@ class Experiment:
                                     f"(it has: {', '.join(splits) or 'none'})")
         n_features = simulator.case_features(splits["train"][:1]).shape[1]
         torch.manual_seed(config.training.seed)
-        net = registry.create("model", config.model).build(
-            ModelSpec(spec.num_channels + n_features, spec.num_channels, spec.spatial_shape))
-        model = CorrectionNetwork(net, spec.num_channels, n_features, len(spec.spatial_shape), spec.valid)
-        model = model.to(device, dtype)
+        model = build_correction(registry, config.model, spec.num_channels, n_features, spec.spatial_shape,
+                                 spec.valid).to(device, dtype)
         estimator = registry.create("estimator", config.estimator)
         return cls(config, simulator, SimulatorRunner(simulator), estimator, model, FlatParams(model), device, dtype)
 

@@ -7,6 +7,7 @@ for all Q parameter vectors in one vectorized call.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -68,6 +69,7 @@ class CorrectionObjective:
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window):
         self.runner, self.flat, self.window = runner, flat, window
+        self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
         self.first = runner(window.start, window.cases, window.seed)
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:

@@ -14,14 +14,15 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentBase, load_config
 from .errors import ZooframeError
-from . import figures
+from . import figures, sparsity
+from .export import export_correction
 from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment
 from .registry import Registry, get_registry
 from .training import Trainer
 
-CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE = (
-    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json")
+CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE = (
+    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json", "mask.pt", "model.sparse.pt")
 
 
 @dataclass
@@ -79,10 +80,18 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
             raise
         finally:
             bar.close()
+            trainer.close()
             torch.save(exp.model.state_dict(), out / MODEL_FILE)
+            if trainer.plan:
+                torch.save(trainer.plan.base.cpu(), out / MASK_FILE)
+                summary["sparsity"] = {"use": config.sparsity.use, "method": config.sparsity.method,
+                                       "active": int(trainer.plan.base.sum()), "parameters": exp.flat.dim,
+                                       "layers": sparsity.report(trainer.plan.base, exp.flat)}
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
-                           wall_s=last.get("wall_s", 0.0), simulator_s=exp.runner.seconds)
+                           wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds)
             _write_json(out / SUMMARY_FILE, summary)
+    if trainer.plan and config.sparsity.use == "model":
+        summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
     results = held_out(exp)
     summary["evaluation"] = results.summary()
     summary["figures"] = write_figures(exp, out, results)
@@ -118,6 +127,8 @@ def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experimen
             raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
     exp = Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry)
     exp.model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=exp.device, weights_only=True))
+    if (run_dir / MASK_FILE).is_file():
+        exp.mask = torch.load(run_dir / MASK_FILE, map_location=exp.device, weights_only=True)
     return exp
 
 

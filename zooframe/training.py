@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
 import torch
 
-from .engine import LocalEngine
+from .engine import Engine, LocalEngine, auto_chunk_size
 from .errors import ZooframeError
 from .experiment import Experiment
 from .objective import CorrectionObjective, Window
+from .sparsity import SparsityPlan, initial_scores
 
 
 class WindowSampler:
@@ -26,10 +28,11 @@ class WindowSampler:
         self.seed = cfg.seed
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-    def sample(self, step: int) -> Window:
+    def sample(self, step: int, generator: torch.Generator | None = None) -> Window:
+        generator = generator or self.generator
         n, frames = self.reference.shape[:2]
-        idx = torch.randperm(n, generator=self.generator)[: self.per_step]
-        t0 = torch.randint(0, frames - self.unroll, (len(idx),), generator=self.generator)
+        idx = torch.randperm(n, generator=generator)[: self.per_step]
+        t0 = torch.randint(0, frames - self.unroll, (len(idx),), generator=generator)
         times = t0[:, None] + torch.arange(self.unroll + 1)
         dev = self.reference.device
         windows = self.reference[idx.to(dev)[:, None], times.to(dev)]  # [B, m + 1, C, *S]
@@ -47,6 +50,25 @@ def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
         corrections = ref[:, 1:].reshape(states.shape) - exp.runner(states, cases, seed=0)
     features = sampler.features.repeat_interleave(frames - 1, dim=0)
     exp.model.set_statistics(states, features, corrections)
+
+
+def make_engine(exp: Experiment, rows_per_query: int) -> Engine:
+    ex = exp.config.execution
+    chunk = ex.chunk_size
+    if chunk == "auto":
+        spec = exp.simulator.state_spec
+        chunk = auto_chunk_size(rows_per_query, math.prod(spec.shape), exp.flat.dim,
+                                torch.finfo(exp.dtype).bits // 8, ex.memory_budget_mb)
+    if ex.backend == "process":
+        from .process_engine import ProcessEngine
+
+        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker)
+    if ex.backend == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(exp.config.to_json(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
+                         ex.threads_per_worker)
+    return LocalEngine(chunk)
 
 
 def make_optimizer(exp: Experiment) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -80,24 +102,45 @@ class Trainer:
         if getattr(exp.config.model, "normalize", True):
             fit_statistics(exp, self.sampler)
         self.optimizer, self.scheduler = make_optimizer(exp)
-        self.engine = LocalEngine(exp.config.execution.chunk_size)
+        self.engine = make_engine(exp, self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
-        self.mask: torch.Tensor | None = None
         self.step = 0
         self.queries = 0
+        self.plan = self._prune() if exp.config.sparsity.method != "none" else None
+
+    def _prune(self) -> SparsityPlan:
+        """Pruning at initialization, on a window of its own (the training windows stay as dense runs see them)."""
+        exp, seed = self.exp, self.exp.config.training.seed
+        window = self.sampler.sample(-1, torch.Generator().manual_seed(seed + 2))
+        objective = CorrectionObjective(exp.runner, exp.flat, window)
+        scores, used = initial_scores(exp.config.sparsity, exp.flat.get(), objective, self.engine.evaluate,
+                                      torch.Generator(device=exp.device).manual_seed(seed + 3))
+        self.queries += used
+        plan = SparsityPlan(exp.config.sparsity, exp.flat, scores, seed + 4)
+        plan.enforce()
+        return plan
+
+    @property
+    def simulator_seconds(self) -> float:
+        """Time inside simulator calls so far, here and in remote workers."""
+        return self.exp.runner.seconds + self.engine.remote_seconds
+
+    def close(self) -> None:
+        self.engine.close()
 
     def gradient(self, window: Window) -> tuple[torch.Tensor, float, int]:
         """The step's gradient, the loss at the current parameters and the queries it took."""
         exp = self.exp
         objective = CorrectionObjective(exp.runner, exp.flat, window)
         theta = exp.flat.get()
+        mask = self.plan.mask(self.step) if self.plan else None
         if exp.config.training.mode != "zo":
             theta.requires_grad_(True)
             loss = objective(theta[None])[0]
             (grad,) = torch.autograd.grad(loss, theta)
-            return grad, float(loss.detach()), 0
+            return grad if mask is None else grad * mask, float(loss.detach()), 0
         with torch.no_grad():
-            queries = exp.estimator.ask(theta, self.mask, self.generator)
+            queries = exp.estimator.ask(theta, mask, self.generator)
             values = self.engine.evaluate(objective, queries)
             bad = (~torch.isfinite(values)).sum()
             if bad:
@@ -116,7 +159,7 @@ class Trainer:
         cfg = self.exp.config.training
         start = time.perf_counter()
         while self.step < cfg.steps:
-            sim_before = self.exp.runner.seconds
+            sim_before = self.simulator_seconds
             step_start = time.perf_counter()
             grad, loss, used = self.gradient(self.sampler.sample(self.step))
             if not torch.isfinite(grad).all():
@@ -125,9 +168,11 @@ class Trainer:
             self.exp.flat.set_grad(grad)
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
+            if self.plan:
+                self.plan.enforce()
             self.scheduler.step()
             self.step += 1
             self.queries += used
             on_step({"step": self.step, "loss": loss, "queries": used, "queries_total": self.queries, "lr": lr,
-                     "step_s": time.perf_counter() - step_start, "sim_s": self.exp.runner.seconds - sim_before,
+                     "step_s": time.perf_counter() - step_start, "sim_s": self.simulator_seconds - sim_before,
                      "wall_s": time.perf_counter() - start})

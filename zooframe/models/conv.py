@@ -19,7 +19,8 @@ class ConvConfig(ModelConfig):
     activation: Literal["relu", "gelu", "tanh", "silu"] = "gelu"
     padding: Literal["zeros", "circular", "replicate", "reflect"] = "zeros"
     zero_init_output: bool = Field(
-        True, description="start the output layer at zero, so that training starts from the uncorrected solver")
+        False, description="start the output layer at zero, so that training starts from the uncorrected solver "
+        "(leave off with sparsity: zero weights give pruning scores nothing to rank)")
 
     @field_validator("kernel_size")
     @classmethod

@@ -1,0 +1,135 @@
+"""Per-query cost of a ZO gradient estimate: a DeepZero-style loop (copy the model, perturb one
+coordinate, one simulator call per query) against the local engine, the process backend and
+the Ray backend, on the PhiFlow Karman task (64 x 32) and the Burgers task.
+
+    python benchmarks/query_throughput.py [--repeats 3]
+
+Writes benchmarks/results/query_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import zooframe
+from zooframe.engine import LocalEngine
+from zooframe.experiment import Experiment
+from zooframe.flat_params import FlatParams
+from zooframe.objective import CorrectionObjective
+from zooframe.process_engine import ProcessEngine
+from zooframe.ray_engine import RayEngine
+from zooframe.training import WindowSampler
+
+from common import write_results
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def karman_config() -> dict:
+    config = json.loads((ROOT / "examples" / "karman_zo_sol.json").read_text())
+    config["model"].update(hidden_channels=6, depth=1)  # the accuracy benchmark's model
+    return config
+
+
+def burgers_config() -> dict:
+    return json.loads((ROOT / "examples" / "burgers_zo.json").read_text())
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def deepzero_loop(exp: Experiment, objective: CorrectionObjective, coords: list[int], mu: float) -> None:
+    """What DeepZero's CGE does per coordinate: deep-copy the parameters, perturb one, and run
+    the whole unrolled loss for that single query."""
+    w = objective.window
+    for i in coords:
+        model = copy.deepcopy(exp.model)
+        flat = FlatParams(model)
+        theta = flat.get()
+        theta[i] += mu
+        flat.set(theta)
+        s = w.start
+        with torch.no_grad():
+            loss = 0.0
+            for t in range(w.targets.shape[1]):
+                p = exp.simulator.step(s, w.cases, w.seed + t)
+                s = p + model(p, w.features)
+                loss += (s - w.targets[:, t]).pow(2).mean()
+
+
+def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
+    config = zooframe.load_config(config)
+    exp = Experiment.build(config)
+    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
+    queries = exp.estimator.ask(exp.flat.get(), None, torch.Generator())
+    n = len(queries)
+    print(f"[{name}] {n} queries per estimate, {len(objective.window.cases)} cases per query", flush=True)
+    methods = {}
+
+    coords = list(range(min(loop_queries, exp.flat.dim)))
+    deepzero_loop(exp, objective, coords[:2], config.estimator.mu)  # warm-up (jit traces)
+    methods["deepzero_loop"] = {"per_query_s": timed(lambda: deepzero_loop(exp, objective, coords,
+                                                                           config.estimator.mu), repeats) / len(coords)}
+
+    local = LocalEngine(config.execution.chunk_size)
+    local.evaluate(objective, queries)  # warm-up
+    methods["local"] = {"per_query_s": timed(lambda: local.evaluate(objective, queries), repeats) / n}
+
+    with tempfile.TemporaryDirectory() as tmp:  # simulator share of whole ZO steps (estimate + update)
+        run_config = config.to_json()
+        run_config["training"]["steps"] = 4
+        run_config["output"] = {"progress": False}
+        result = zooframe.run(run_config, output=tmp, progress=False)
+        steps = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()][1:]
+        methods["local"]["simulator_share"] = statistics.median(m["sim_s"] / m["step_s"] for m in steps)
+        methods["local"]["step_s"] = statistics.median(m["step_s"] for m in steps)
+        del result
+
+    for label, make in (("process_2", lambda: ProcessEngine(config.to_json(), 2, n)),
+                        ("ray_1", lambda: RayEngine(config.to_json(), 1, n, object_store_mb=200)),
+                        ("ray_2", lambda: RayEngine(config.to_json(), 2, n, object_store_mb=200))):
+        with make() as engine:
+            engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
+            methods[label] = {"per_query_s": timed(lambda: engine.evaluate(objective, queries), repeats) / n}
+        print(f"[{name}] {label}: {methods[label]['per_query_s'] * 1e3:.3f} ms per query", flush=True)
+
+    ratios = {"deepzero_loop_over_local": methods["deepzero_loop"]["per_query_s"] / methods["local"]["per_query_s"],
+              "ray_2_over_ray_1_throughput": methods["ray_1"]["per_query_s"] / methods["ray_2"]["per_query_s"]}
+    info = {"queries_per_estimate": n, "parameters": exp.flat.dim, "cases_per_query": len(objective.window.cases),
+            "unroll": config.training.unroll, "loop_queries_timed": len(coords)}
+    print(f"[{name}] " + json.dumps(ratios), flush=True)
+    return {"methods": methods, "ratios": ratios, "setup": info}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loop-queries", type=int, default=24, help="queries timed in the DeepZero-style loop")
+    args = parser.parse_args()
+    tasks = {"karman": measure("karman", karman_config(), args.repeats, args.loop_queries),
+             "burgers": measure("burgers", burgers_config(), args.repeats, args.loop_queries)}
+    config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat",
+              "headline": "methods and ratios repeat tasks.karman, the reference task"}
+    path = write_results("query_throughput", config, tasks["karman"]["methods"], tasks["karman"]["ratios"],
+                         tasks=tasks)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

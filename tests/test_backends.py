@@ -1,0 +1,89 @@
+"""The process and Ray backends give the local engine's estimates and account simulator time."""
+
+import builtins
+import json
+
+import pytest
+import torch
+
+import zooframe
+from zooframe.engine import LocalEngine, auto_chunk_size, spread
+from zooframe.estimators.cge import CGE, CGEConfig
+from zooframe.experiment import Experiment
+from zooframe.objective import CorrectionObjective
+from zooframe.training import WindowSampler
+
+from .helpers import small
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the whole test session (start-up costs seconds)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def estimate(engine, config):
+    exp = Experiment.build(zooframe.load_config(config))
+    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
+    cge = CGE(CGEConfig(kind="cge"))
+    queries = cge.ask(exp.flat.get() + 0.01, None, torch.Generator())
+    with engine:
+        return cge.tell(queries, engine.evaluate(objective, queries)), engine
+
+
+@pytest.mark.parametrize("backend, workers", [("process", 2), ("ray", 1), ("ray", 2)])
+def test_backends_give_the_local_estimate(ray_instance, backend, workers):
+    from zooframe.process_engine import ProcessEngine
+    from zooframe.ray_engine import RayEngine
+
+    config = small()
+    expected, _ = estimate(LocalEngine(chunk_size=1000), config)
+    cls = ProcessEngine if backend == "process" else RayEngine
+    got, engine = estimate(cls(zooframe.load_config(config).to_json(), workers, chunk_size=16), config)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert engine.queries == len(expected) + 1 and engine.remote_seconds > 0
+
+
+def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
+    config = small(steps=3)
+    config["execution"] = {"backend": "ray", "workers": 2, "chunk_size": 8}
+    result = zooframe.run(config, output=tmp_path, progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["sim_s"] > 0 and m["queries"] == result.summary["parameters"] + 1 for m in metrics)
+    assert result.summary["simulator_s"] >= sum(m["sim_s"] for m in metrics) > 0
+    assert ray.is_initialized()  # the engine joined the session's instance and left it running
+
+
+def test_missing_ray_is_a_clear_error(monkeypatch):
+    from zooframe.ray_engine import import_ray
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(zooframe.ZooframeError, match=r"pip install 'zooframe\[ray\]'"):
+        import_ray()
+
+
+def test_auto_chunk_size_fits_the_budget():
+    small_budget = auto_chunk_size(rows_per_query=2, state_numel=2 * 65 * 33, params=600, bytes_per_value=4,
+                                   budget_mb=16)
+    large_budget = auto_chunk_size(rows_per_query=2, state_numel=2 * 65 * 33, params=600, bytes_per_value=4,
+                                   budget_mb=1024)
+    assert 1 <= small_budget < large_budget
+    assert small_budget * 4 * (32 * 2 * 2 * 65 * 33 + 600) <= 16 * 2**20
+
+
+def test_chunks_are_spread_over_workers():
+    assert spread(10, 2, 256) == [(0, 5), (5, 10)]
+    assert spread(10, 2, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert spread(1, 4, 256) == [(0, 1)]

@@ -1,0 +1,50 @@
+"""The ``ray`` backend: one Ray actor per worker, each holding a warm simulator.
+
+Without an address a local Ray instance is started (``address="local"``, the configured CPUs, no
+dashboard) and shut down at the end; with ``auto`` or an address the engine joins a cluster
+started with ``ray start`` and leaves it running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine import RemoteEngine
+from .errors import ZooframeError
+from .workers import EvaluationWorker
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ZooframeError("execution.backend 'ray' needs Ray: pip install 'zooframe[ray]'") from None
+    return ray
+
+
+class RayEngine(RemoteEngine):
+    def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, address: str | None = None,
+                 object_store_mb: int | None = None, threads_per_worker: int = 1):
+        super().__init__(chunk_size, workers)
+        ray = self.ray = import_ray()
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            if address:
+                ray.init(address=address)
+            else:
+                ray.init(address="local", num_cpus=workers * threads_per_worker, include_dashboard=False,
+                         object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
+        actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
+        self.actors = [actor.remote(config, threads_per_worker) for _ in range(workers)]
+        ray.get([a.ping.remote() for a in self.actors])  # fail here, not in the first step
+
+    def _map(self, tasks):
+        refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
+        return self.ray.get(refs)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+        if self.owns_ray:
+            self.ray.shutdown()
