@@ -45,6 +45,8 @@ def with_(**changes):
     (with_(training__stepz=10), "training.stepz: unknown field; allowed: mode, unroll, steps"),
     (with_(estimator__q=3), "estimator.q: unknown field; allowed: kind, mu, scheme"),
     (with_(model=...), "model: required field is missing"),
+    (with_(execution__chunk_size=0), "execution.chunk_size: chunk_size must be at least 1 or 'auto' (got 0)"),
+    (with_(sparsity__ratio=1.0), "sparsity.ratio: Input should be less than 1 (got 1.0)"),
     (with_(training__mode="backprop"), "training.mode: Input should be 'zo', 'fo' or 'non'"),
 ])
 def test_validate_explains_each_error_on_one_line(tmp_path, capsys, config, expected):

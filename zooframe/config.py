@@ -177,6 +177,8 @@ def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
             lines.append(f"{where}: unknown field{_allowed(path[:-1], data, registry)}")
         elif kind == "missing":
             lines.append(f"{where}: required field is missing")
+        elif kind == "value_error":  # our own validators name the value
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         elif not isinstance(err.get("input"), (dict, list)):
             lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
         else:

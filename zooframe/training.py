@@ -106,7 +106,11 @@ class Trainer:
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.queries = 0
-        self.plan = self._prune() if exp.config.sparsity.method != "none" else None
+        try:
+            self.plan = self._prune() if exp.config.sparsity.method != "none" else None
+        except BaseException:
+            self.engine.close()  # no worker processes or Ray actors left behind
+            raise
 
     def _prune(self) -> SparsityPlan:
         """Pruning at initialization, on a window of its own (the training windows stay as dense runs see them)."""

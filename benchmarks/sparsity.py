@@ -1,0 +1,96 @@
+"""DNN sparsity for ZO training on the PhiFlow Karman task: dense ZO-SOL against sparse models
+(ZO-GraSP pruning at initialization, pruned weights never estimated) and sparse gradients
+(DeepZero: the model stays dense, each step estimates a random per-layer subset) at 50 / 90 / 95 %.
+
+    python benchmarks/sparsity.py [--steps 100]
+    python benchmarks/sparsity.py --quick      # smoke test on the small flow of karman_accuracy --quick
+
+Writes benchmarks/results/sparsity[_quick].json and sparsity[_quick]-mae_vs_queries.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import zooframe
+from zooframe import figures
+from zooframe.export import export_correction
+
+from common import RESULTS, write_results
+from karman_accuracy import FULL, QUICK
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+VARIANTS = {"dense": None, **{f"{use}_{pct}": (use, pct / 100) for use in ("model", "grad") for pct in (50, 90, 95)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="ZO optimizer steps per variant")
+    parser.add_argument("--quick", action="store_true", help="the small flow of karman_accuracy --quick")
+    parser.add_argument("--runs", type=Path, help="folder for the runs (default: runs/sparsity*)")
+    args = parser.parse_args()
+    bench = "sparsity_quick" if args.quick else "sparsity"
+    runs = args.runs or Path("runs") / bench
+    base = copy.deepcopy(QUICK if args.quick else FULL)
+    base["training"].update(mode="zo", steps=args.steps)
+    methods = {}
+    start = time.perf_counter()
+    for name, variant in VARIANTS.items():
+        config = copy.deepcopy(base)
+        config["name"] = name
+        if variant:
+            use, ratio = variant
+            config["sparsity"] = {"method": "zo_grasp", "ratio": ratio, "use": "model" if use == "model" else "gradient",
+                                  "scope": "global"}
+        print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+        result = zooframe.run(config, output=runs / name)
+        steps = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
+        size = export_correction(result.experiment, result.dir / "export.pt")
+        sparse_model = variant is not None and variant[0] == "model"
+        methods[name] = {
+            "step_s": statistics.median(m["step_s"] for m in steps[1:]),
+            "queries_per_step": statistics.median(m["queries"] for m in steps),
+            "queries_total": result.summary["queries_total"],
+            "mae_mean": result.summary["evaluation"]["corrected"]["mae_mean"],
+            "mae_std": result.summary["evaluation"]["corrected"]["mae_std"],
+            "model_bytes": size["sparse_bytes"] if sparse_model else size["dense_bytes"],
+            "active_coordinates": result.summary.get("sparsity", {}).get("active", result.summary["parameters"]),
+            "parameters": result.summary["parameters"],
+            "layers": result.summary.get("sparsity", {}).get("layers"),
+        }
+        print(f"    {name}: step {methods[name]['step_s']:.2f} s, {methods[name]['queries_per_step']:.0f} queries, "
+              f"MAE {methods[name]['mae_mean']:.4g}", flush=True)
+    src = result.summary["evaluation"]["src"]["mae_mean"]
+    d, m90 = methods["dense"], methods["model_90"]
+    ratios = {"dense_over_model_90_step_s": d["step_s"] / m90["step_s"],
+              "model_90_over_dense_mae": m90["mae_mean"] / d["mae_mean"],
+              "model_90_over_dense_bytes": m90["model_bytes"] / d["model_bytes"]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plt = figures._pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in methods.items():
+        marker = "o" if name.startswith("model") else "s" if name.startswith("grad") else "*"
+        ax.scatter(m["queries_total"], m["mae_mean"], marker=marker, s=60)
+        ax.annotate(name, (m["queries_total"], m["mae_mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(src, color="gray", ls="--", lw=0.8, label="uncorrected source")
+    ax.set(xscale="log", xlabel="simulator queries in training", ylabel="held-out MAE",
+           title=f"ZO-SOL on Karman, {args.steps} steps each")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{bench}-mae_vs_queries.png", dpi=120)
+    config = {**base, "pruning": "zo_grasp, global scope, 64 RGE directions", "src_mae": src,
+              "total_wall_s": time.perf_counter() - start}
+    path = write_results(bench, config, methods, ratios, figures=[f"{bench}-mae_vs_queries.png"])
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {path}")
+
+
+if __bench_ == "__main__":
+    main()
