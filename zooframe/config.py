@@ -69,7 +69,8 @@ class SparsityConfig(Section):
     resample_every: int = Field(1, ge=1, description="use: gradient: steps between redrawn masks")
     grasp_directions: int = Field(64, ge=1, description="zo_grasp: RGE directions per gradient estimate")
     grasp_mu: float = Field(5e-3, gt=0, description="zo_grasp: RGE finite-difference step")
-    grasp_step: float = Field(1e-2, gt=0, description="zo_grasp: step along g for the Hessian-gradient product")
+    grasp_step: float = Field(1e-2, gt=0, description="zo_grasp: length of the step along g/|g| for the "
+                              "Hessian-gradient product")
 
 
 class RayConfig(Section):

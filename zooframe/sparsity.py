@@ -5,7 +5,7 @@ Scores rank the coordinates of theta (lower = pruned first):
 - ``magnitude``: |theta|;
 - ``random``: seeded uniform noise;
 - ``zo_grasp``: GraSP (Wang et al., 2020) from function values only: the Hessian-gradient product
-  is a difference of two RGE gradient estimates, ``Hg ~ (g(theta + mu_h g) - g(theta)) / mu_h``
+  is a difference of two RGE gradient estimates along g (see :func:`zo_grasp_scores`)
   (the same directions in both, common random numbers), and GraSP removes the coordinates with
   the largest ``-theta * Hg``, so the score is ``theta * Hg``.
 
@@ -21,43 +21,39 @@ layers end up with the ratios their scores earn) or in each layer (``layerwise``
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
-from pydantic import Field
-
 from .estimators.base import Estimator
 from .estimators.rge import RGE, RGEConfig
 from .flat_params import FlatParams
 
 
-def layers(flat: FlatParams) -> dict[str, list[slice]]:
-    """Coordinates of each layer (a module's weight and bias together), in order."""
-    out: dict[str, list[slice]] = {}
-    for name, sl in flat.slices().items():
-        out.setdefault(name.rsplit(".", 1)[0], []).append(sl)
-    return out
-
-
 def layer_index(flat: FlatParams) -> tuple[list[str], torch.Tensor]:
-    """Layer names and, per coordinate, the index of its layer."""
-    names, index = [], torch.empty(flat.dim, dtype=torch.long)
-    for i, (name, slices) in enumerate(layers(flat).items()):
-        names.append(name)
-        for sl in slices:
-            index[sl] = i
+    """Layer names (a module's weight and bias form one layer) and, per coordinate, its layer."""
+    names: list[str] = []
+    index = torch.empty(flat.dim, dtype=torch.long)
+    for name, sl in flat.slices().items():
+        layer = name.rsplit(".", 1)[0]
+        if layer not in names:
+            names.append(layer)
+        index[sl] = names.index(layer)
     return names, index
 
 
 def zo_grasp_scores(objective: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, estimator: Estimator,
                     evaluate: Callable, generator: torch.Generator, mu_h: float) -> tuple[torch.Tensor, int]:
-    """GraSP scores ``theta * Hg`` from two gradient estimates; returns the scores and the queries used."""
+    """GraSP scores ``theta * Hg`` from two gradient estimates; returns the scores and the queries used.
+
+    The second point is ``theta + mu_h * g / |g|``, a step of the same length whatever the scale
+    of the loss, and ``Hg = |g| (g(theta + mu_h g/|g|) - g(theta)) / mu_h``."""
     state = generator.get_state()
     q1 = estimator.ask(theta, None, generator)
     g = estimator.tell(q1, evaluate(objective, q1))
+    norm = g.norm().clamp_min(torch.finfo(g.dtype).tiny)
     generator.set_state(state)  # the same directions at the shifted point
-    q2 = estimator.ask(theta + mu_h * g, None, generator)
-    hg = (estimator.tell(q2, evaluate(objective, q2)) - g) / mu_h
+    q2 = estimator.ask(theta + mu_h * g / norm, None, generator)
+    hg = (estimator.tell(q2, evaluate(objective, q2)) - g) * norm / mu_h
     return theta * hg, len(q1) + len(q2)
 
 
