@@ -92,5 +92,5 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-if __bench_ == "__main__":
+if __name__ == "__main__":
     main()
