@@ -1,7 +1,6 @@
 """Plugin discovery: built-ins, throwaway third-party plugins, duplicates, broken packages."""
 
 import importlib.metadata
-import sys
 import types
 from typing import Literal
 

@@ -3,7 +3,6 @@ autograd GraSP, and the sparse export keeps only non-zeros."""
 
 import json
 
-import pytest
 import torch
 
 import zooframe

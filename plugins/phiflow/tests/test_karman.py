@@ -1,7 +1,6 @@
 """The PhiFlow Karman plugin: registration, stable jit traces, reference cache, and ZO gradients
 of the solver-in-the-loop loss against autograd through PhiFlow."""
 
-import copy
 
 import pytest
 import torch
@@ -9,7 +8,6 @@ import torch
 import zooframe
 import zooframe_phiflow.plugin
 from zooframe.engine import LocalEngine
-from zooframe.estimators.cge import CGE, CGEConfig
 from zooframe.experiment import Experiment
 from zooframe.objective import CorrectionObjective
 from zooframe.training import WindowSampler
