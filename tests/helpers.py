@@ -57,3 +57,21 @@ class _Plugin:
 
 def registry_with_opaque():
     return zooframe.Registry(load_external=False, plugins={"test-opaque": _Plugin()})
+
+
+def mlp_regression(inputs: int, hidden: int, outputs: int, samples: int, seed: int = 0):
+    """A small tanh MLP's batched mean-squared-error loss ``f(thetas [Q, d]) -> [Q]`` (float64),
+    its flat parameters, and the parameter map."""
+    from zooframe.flat_params import FlatParams
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Tanh(),
+                              torch.nn.Linear(hidden, outputs)).double()
+    flat = FlatParams(net)
+    x = torch.randn(samples, inputs, dtype=torch.float64)
+    y = torch.randn(samples, outputs, dtype=torch.float64)
+
+    def f(thetas):
+        return (flat.batched_forward(thetas, x, batched=(False,)) - y).pow(2).mean(dim=(1, 2))
+
+    return f, flat

@@ -10,6 +10,8 @@ from zooframe.engine import LocalEngine
 from zooframe.estimators.cge import CGE, CGEConfig
 from zooframe.estimators.rge import RGE, RGEConfig
 
+from .helpers import mlp_regression
+
 D = 20
 
 
@@ -31,17 +33,7 @@ def cosine(a, b):
 
 
 def mlp_loss():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
-    from zooframe.flat_params import FlatParams
-
-    flat = FlatParams(net)
-    x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
-
-    def f(thetas):
-        pred = flat.batched_forward(thetas, x, batched=(False,))
-        return (pred - y).pow(2).mean(dim=(1, 2))
-
+    f, flat = mlp_regression(inputs=4, hidden=8, outputs=1, samples=32)
     return f, flat.get()
 
 

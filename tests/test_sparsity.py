@@ -13,7 +13,7 @@ from zooframe.flat_params import FlatParams
 from zooframe.runs import load_run
 from zooframe.sparsity import layer_index, mask_from_scores, random_layer_mask, zo_grasp_scores
 
-from .helpers import small
+from .helpers import mlp_regression, small
 
 
 def sparse(use, ratio=0.5, method="magnitude", **extra):
@@ -79,14 +79,7 @@ def spearman(a, b):
 
 
 def test_zo_grasp_ranks_like_autograd_grasp():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
-    flat = FlatParams(net)
-    x, y = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
-
-    def f(thetas):
-        return (flat.batched_forward(thetas, x, batched=(False,)) - y).pow(2).mean(dim=(1, 2))
-
+    f, flat = mlp_regression(inputs=3, hidden=6, outputs=2, samples=64)
     theta = flat.get().requires_grad_(True)
     (g,) = torch.autograd.grad(f(theta[None])[0], theta, create_graph=True)
     (hg,) = torch.autograd.grad(g, theta, grad_outputs=g.detach())
