@@ -94,18 +94,18 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
         summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
     results = held_out(exp)
     summary["evaluation"] = results.summary()
-    summary["figures"] = write_figures(exp, out, results)
+    summary["figures"] = write_figures(exp, out, results, summary["evaluation"])
     summary["status"] = "completed"
     _write_json(out / SUMMARY_FILE, summary)
     return RunResult(out, summary, exp)
 
 
-def write_figures(exp: Experiment, out: Path, results: HeldOut) -> list[str] | str:
-    """Training loss, held-out MAE over time, and source / corrected / reference snapshots."""
+def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, Any]) -> list[str] | str:
+    """Training loss, held-out MAE over time (``ev``: ``results.summary()``), and source /
+    corrected / reference snapshots."""
     if not figures.available():
         return "skipped: matplotlib is not installed (pip install 'zooframe[plot]')"
     metrics = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
-    ev = results.summary()
     paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics]),
              figures.error_curves(out / "mae.png", {"source": ev["src"]["mae_per_step"],
                                                     "corrected": ev["corrected"]["mae_per_step"]},
