@@ -120,3 +120,15 @@ def test_query_chunks_reassemble_the_full_set():
     torch.testing.assert_close(full[1:] - theta, 0.5 * torch.eye(6, dtype=torch.float64))
     parts = torch.cat([queries.materialize(a, a + 3) for a in range(0, 7, 3)])
     torch.testing.assert_close(parts, full)
+
+
+@pytest.mark.parametrize("estimator", [CGE(CGEConfig(kind="cge", scheme="central")),
+                                       RGE(RGEConfig(kind="rge", q=4, scheme="forward"))])
+def test_query_subsets_rebuild_their_rows(estimator):
+    """Remote engines send subsets, not materialized rows; a subset must give the same rows."""
+    queries = estimator.ask(torch.arange(6, dtype=torch.float64), None, torch.Generator().manual_seed(0))
+    subsets = [queries.subset(a, a + 3) for a in range(0, len(queries), 3)]
+    assert [len(q) for q in subsets] == [min(3, len(queries) - a) for a in range(0, len(queries), 3)]
+    assert [q.with_center for q in subsets] == [queries.with_center] + [False] * (len(subsets) - 1)
+    torch.testing.assert_close(torch.cat([q.materialize(0, len(q)) for q in subsets]),
+                               queries.materialize(0, len(queries)))

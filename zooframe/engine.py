@@ -72,7 +72,8 @@ def spread(n: int, workers: int, chunk_size: int) -> list[tuple[int, int]]:
 
 class RemoteEngine(Engine):
     """Spreads each query set over ``workers`` and gathers the values in order. Only the
-    step's window, the model's buffers and the chunks' parameter vectors travel."""
+    step's window, the model's buffers and each chunk's query subset (not its materialized
+    parameter vectors) travel."""
 
     def __init__(self, chunk_size: int, workers: int):
         super().__init__(chunk_size)
@@ -86,7 +87,7 @@ class RemoteEngine(Engine):
             raise ZooframeError(f"the {type(self).__name__} evaluates solver-in-the-loop objectives only; "
                                 "use execution.backend 'local'")
         buffers = dict(objective.flat.module.named_buffers())
-        tasks = [(objective.token, objective.window, buffers, queries.materialize(a, b))
+        tasks = [(objective.token, objective.window, buffers, queries.subset(a, b))
                  for a, b in spread(len(queries), self.workers, self.chunk_size)]
         results = self._map(tasks)
         self.queries += len(queries)

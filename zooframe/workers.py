@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .estimators.base import QuerySet
 from .objective import CorrectionObjective, Window
 
 
@@ -22,15 +23,15 @@ class EvaluationWorker:
         self._objective: CorrectionObjective | None = None
 
     def evaluate(self, token: str, window: Window, buffers: dict[str, torch.Tensor],
-                 thetas: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Losses of ``thetas`` on the objective ``token`` and the simulator seconds it took."""
+                 queries: QuerySet) -> tuple[torch.Tensor, float]:
+        """Losses of ``queries`` on the objective ``token`` and the simulator seconds it took."""
         before = self.exp.runner.seconds
         with torch.no_grad():
             if token != self._token:  # a new step: its first solver step is computed once here
                 self.exp.model.load_state_dict(buffers, strict=False)
                 self._objective = CorrectionObjective(self.exp.runner, self.exp.flat, window)
                 self._token = token
-            values = self._objective(thetas)
+            values = self._objective(queries.materialize(0, len(queries)))
         return values, self.exp.runner.seconds - before
 
     def ping(self) -> bool:

@@ -7,7 +7,7 @@ engine materializes one chunk at a time, so a set of d coordinate queries never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -16,7 +16,10 @@ from ..plugin_base import Plugin
 
 @dataclass(frozen=True)
 class QuerySet:
-    """Parameter vectors ``center`` (row 0, when ``with_center``) and ``center + offsets[j] * v_j``."""
+    """Parameter vectors ``center`` (row 0, when ``with_center``) and ``center + offsets[j] * v_j``.
+
+    Every field but ``center`` and ``with_center`` holds one entry per perturbed query.
+    """
 
     center: torch.Tensor  # [d]
     offsets: torch.Tensor  # [k], signed step sizes
@@ -34,6 +37,15 @@ class QuerySet:
         if last > first:
             rows[stop - start - (last - first) :] += self._perturbations(first, last)
         return rows
+
+    def subset(self, start: int, stop: int) -> "QuerySet":
+        """Rows ``start:stop`` as a query set of their own, with its own storage: what travels
+        to a worker instead of ``[stop - start, d]`` materialized rows."""
+        c = int(self.with_center)
+        first, last = max(start - c, 0), max(min(stop, len(self)) - c, 0)
+        per_query = {f.name: getattr(self, f.name)[first:last].clone() for f in fields(self)
+                     if f.name not in ("center", "with_center")}
+        return replace(self, with_center=self.with_center and start == 0 < stop, **per_query)
 
     def _perturbations(self, first: int, last: int) -> torch.Tensor:
         raise NotImplementedError
