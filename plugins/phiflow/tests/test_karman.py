@@ -48,6 +48,25 @@ def test_a_rollout_traces_the_step_once(tiny):
     assert sim.solver.traces == 2
 
 
+def test_warm_started_pressure_solves_match_cold_ones(tiny):
+    """Rows sharing a case start their pressure solve from that case's first row (ZO queries);
+    a row far from it (another time of the case) starts cold. Results agree to the solve tolerance."""
+    warm, cold = Karman(KarmanConfig(**tiny)), Karman(KarmanConfig(**tiny, pressure_warm_start=False))
+    cases = warm.cases()["train"]
+    with torch.no_grad():
+        state = warm.solver.initial(2, kick=0.5)
+        for _ in range(3):
+            state = warm.step(state, cases, 0)
+        later = warm.step(warm.step(state, cases, 0), cases, 0)
+        queries = [state + 1e-3 * torch.randn(state.shape, generator=torch.Generator().manual_seed(i))
+                   for i in range(3)]
+        rows = torch.cat([state, *queries, later]) * warm.solver.valid
+        a, b = warm.step(rows, cases * 5, 0), cold.step(rows, cases * 5, 0)
+    assert sum(len(t) for t in warm.solver._step_from.traces.values()) == 1  # the warm path ran
+    torch.testing.assert_close(a, b, atol=5e-4, rtol=0)
+    assert (a[:2] - a[-2:]).abs().max() > 1e-2  # the far rows are really elsewhere
+
+
 def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
     sim = Karman(KarmanConfig(**tiny))
     cases = sim.cases()["train"]
