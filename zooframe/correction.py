@@ -46,9 +46,18 @@ class CorrectionNetwork(nn.Module):
             self.feature_std.copy_(std(features, [0]).view_as(self.feature_std))
 
     def forward(self, state: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.outputs(self.net(self.inputs(state, features)))
+
+    def inputs(self, state: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """What ``net`` sees: the normalized state ``[N, C, *S]`` and the normalized features
+        ``[N, F]`` as constant channels."""
         x = (state - self.state_mean) / self.state_std
         if features.shape[-1]:
             f = ((features[(...,) + (None,) * (state.ndim - 2)] - self.feature_mean) / self.feature_std)
             x = torch.cat([x, f.expand(-1, -1, *state.shape[2:])], dim=1)
-        out = self.net(x) * self.output_std
+        return x
+
+    def outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """``net``'s output ``[..., C, *S]`` in physical units, off the entries that hold no data."""
+        out = out * self.output_std
         return out if self.valid is None else out * self.valid

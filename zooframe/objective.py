@@ -75,13 +75,21 @@ class CorrectionObjective:
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         w = self.window
         q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
-        s = self.first + self.flat.batched_forward(thetas, self.first, w.features, batched=(False, False))
+        s = self.first + self._corrections(thetas, self.first.expand(q, *self.first.shape))
         loss = _per_query_mse(s, w.targets[:, 0])
         for t in range(1, steps):
             p = self.runner(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
-            s = p + self.flat.batched_forward(thetas, p, w.features, batched=(True, False))
+            s = p + self._corrections(thetas, p)
             loss = loss + _per_query_mse(s, w.targets[:, t])
         return loss / steps
+
+    def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The correction of ``states[i]`` ``[Q, B, C, *S]`` by the network with ``thetas[i]``.
+        Normalization runs once for all rows; only the network is evaluated per parameter vector."""
+        model, q = self.flat.module, thetas.shape[0]
+        x = model.inputs(states.flatten(0, 1), self.window.features.repeat(q, 1))
+        out = self.flat.batched_forward(thetas, x.view(q, -1, *x.shape[1:]), batched=(True,), submodule="net")
+        return model.outputs(out)
 
 
 class ModelThenSimulatorObjective:
