@@ -97,6 +97,8 @@ def test_reference_is_cached_and_regenerated_when_damaged(tiny, monkeypatch):
     other = Karman(KarmanConfig(**{**tiny, "dt": 0.5}))
     other.reference(cases, 3)
     assert calls == [2, 1, 2]  # a parameter that shapes the data is part of the key
+    Karman(KarmanConfig(**{**tiny, "pressure_warm_start": False})).reference(cases, 3)
+    assert calls == [2, 1, 2]  # one that does not is not
 
 
 def test_zo_gradient_of_the_sol_loss_matches_autograd_through_phiflow(registry, tiny):

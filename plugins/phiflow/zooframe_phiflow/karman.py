@@ -208,7 +208,9 @@ class Karman(zooframe.Simulator):
 
     # --- reference -----------------------------------------------------------------------------
     def _cache_params(self, case: zooframe.Case) -> dict:
-        cfg = self.config.model_dump(exclude={"kind", "train_reynolds", "test_reynolds", "cache_dir"}, mode="json")
+        # the warm start never applies to reference runs (distinct cases, sub-stepped solvers)
+        unused = {"kind", "train_reynolds", "test_reynolds", "cache_dir", "pressure_warm_start"}
+        cfg = self.config.model_dump(exclude=unused, mode="json")
         return {"simulator": "karman", "re": case.params["re"], "phiflow": _phiflow_version(), **cfg}
 
     def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
