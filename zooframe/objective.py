@@ -75,7 +75,7 @@ class CorrectionObjective:
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         w = self.window
         q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
-        s = self.first + self._corrections(thetas, self.first.expand(q, *self.first.shape))
+        s = self.first + self._corrections(thetas, self.first)
         loss = _per_query_mse(s, w.targets[:, 0])
         for t in range(1, steps):
             p = self.runner(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
@@ -84,12 +84,16 @@ class CorrectionObjective:
         return loss / steps
 
     def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """The correction of ``states[i]`` ``[Q, B, C, *S]`` by the network with ``thetas[i]``.
-        Normalization runs once for all rows; only the network is evaluated per parameter vector."""
-        model, q = self.flat.module, thetas.shape[0]
-        x = model.inputs(states.flatten(0, 1), self.window.features.repeat(q, 1))
-        out = self.flat.batched_forward(thetas, x.view(q, -1, *x.shape[1:]), batched=(True,), submodule="net")
-        return model.outputs(out)
+        """The correction by the network with ``thetas[i]`` of ``states`` ``[B, C, *S]`` (shared by
+        all queries) or of ``states[i]`` ``[Q, B, C, *S]``. Normalization runs once per row; only the
+        network is evaluated per parameter vector."""
+        model, q, features = self.flat.module, thetas.shape[0], self.window.features
+        if states.ndim == self.first.ndim:
+            x = model.inputs(states, features)
+            x = x.expand(q, *x.shape)
+        else:
+            x = model.inputs(states.flatten(0, 1), features.repeat(q, 1)).unflatten(0, (q, -1))
+        return model.outputs(self.flat.batched_forward(thetas, x, batched=(True,), submodule="net"))
 
 
 class ModelThenSimulatorObjective:
