@@ -83,7 +83,7 @@ class KarmanSolver:
 
     @property
     def traces(self) -> int:
-        """How often the no-grad step was traced (compiled) so far."""
+        """How often the no-grad steps (cold and warm-started) were traced (compiled) so far."""
         return sum(len(t) for f in (self._step, self._step_from) for t in f.traces.values())
 
     # --- array <-> field ---------------------------------------------------------------------
@@ -152,8 +152,8 @@ class KarmanSolver:
         pressure = p.values.native("b,x,y")[inverse]
         distance = (state - state[leaders]).flatten(1).norm(dim=1)
         close = distance <= self.WARM_START_DISTANCE * state[leaders].flatten(1).norm(dim=1)
-        pressure = pressure * close[:, None, None].to(pressure)
-        return self._step_from(self.grid(state), math.tensor(nu, batch("b")), p.with_values(math.tensor(pressure, batch("b"), spatial("x,y"))))
+        p0 = p.with_values(math.tensor(pressure * close[:, None, None].to(pressure), batch("b"), spatial("x,y")))
+        return self._step_from(self.grid(state), math.tensor(nu, batch("b")), p0)
 
     def resample(self, state: torch.Tensor, other: "KarmanSolver") -> torch.Tensor:
         """A state of this solver interpolated onto ``other``'s faces (made divergence-free
