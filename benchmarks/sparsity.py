@@ -44,7 +44,7 @@ def main() -> None:
     bench = "sparsity_quick" if args.quick else "sparsity"
     runs = args.runs or Path("runs") / bench
     base = copy.deepcopy(QUICK if args.quick else FULL)
-    base["training"].update(mode="zo", steps=args.steps)
+    base["training"]["steps"] = args.steps
     methods = {}
     start = time.perf_counter()
     for name, (mode, variant) in VARIANTS.items():
