@@ -51,7 +51,8 @@ def test_a_rollout_traces_the_step_once(tiny):
 def test_warm_started_pressure_solves_match_cold_ones(tiny):
     """Rows sharing a case start their pressure solve from that case's first row (ZO queries);
     a row far from it (another time of the case) starts cold. Results agree to the solve tolerance."""
-    warm, cold = Karman(KarmanConfig(**tiny)), Karman(KarmanConfig(**tiny, pressure_warm_start=False))
+    warm = Karman(KarmanConfig(**tiny, pressure_solver="cg"))
+    cold = Karman(KarmanConfig(**tiny, pressure_solver="cg", pressure_warm_start=False))
     cases = warm.cases()["train"]
     with torch.no_grad():
         state = warm.solver.initial(2, kick=0.5)
@@ -65,6 +66,23 @@ def test_warm_started_pressure_solves_match_cold_ones(tiny):
     assert sum(len(t) for t in warm.solver._step_from.traces.values()) == 1  # the warm path ran
     torch.testing.assert_close(a, b, atol=5e-4, rtol=0)
     assert (a[:2] - a[-2:]).abs().max() > 1e-2  # the far rows are really elsewhere
+
+
+def test_the_direct_pressure_solve_is_the_solution_cg_converges_to(tiny):
+    direct = Karman(KarmanConfig(**tiny))  # auto: 32 x 16 cells are few enough for the inverse
+    cg = Karman(KarmanConfig(**tiny, pressure_solver="cg", pressure_tolerance=1e-11))
+    assert direct.solver.direct is not None and cg.solver.direct is None
+    cases = cg.cases()["train"]
+    state = direct.solver.initial(2, kick=0.5).double()
+    with torch.no_grad():
+        for _ in range(3):
+            a, b = direct.step(state, cases, 0), cg.step(state, cases, 0)
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+            state = b
+        assert direct.solver.direct.inverse_t(state).dtype == torch.float64
+        assert (direct.step(state.float(), cases, 0) - state.float()).abs().max() > 1e-3  # it moves
+        torch.testing.assert_close(direct.step(state.float(), cases, 0), cg.step(state, cases, 0).float(),
+                                   atol=2e-5, rtol=0)
 
 
 def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
