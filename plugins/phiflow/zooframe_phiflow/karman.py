@@ -45,12 +45,12 @@ class KarmanConfig(zooframe.PluginConfig):
     settle: int = Field(50, ge=0, description="warm-up steps on the reference grid after the spin-up")
     kick: float = Field(0.5, ge=0, description="transverse velocity pushed into the near wake at t = 0, "
                         "so that shedding starts within the warm-up")
-    pressure_solver: Literal["auto", "cg"] = Field(
-        "auto", description="auto: on grids of up to 8192 cells, an exact solve by the precomputed inverse of the "
-        "pressure matrix (64 x 32: 16 MB, set up in under a second, 3-5x faster steps than CG); CG on larger grids. "
-        "cg: always PhiFlow's CG to pressure_tolerance. References always use CG")
+    pressure_solver: Literal["direct", "cg"] = Field(
+        "direct", description="direct: exact to round-off, a sine-transform solve of the box plus a correction "
+        "for the k cells in and next to the obstacle, set up once (k x cells floats; 64 x 32: k = 52); "
+        "cg: PhiFlow's conjugate gradients to pressure_tolerance")
     pressure_tolerance: PositiveFloat = Field(1e-4, description="CG tolerance (absolute and relative)")
-    pressure_warm_start: bool = Field(True, description="start the pressure solve of rows that share a case "
+    pressure_warm_start: bool = Field(True, description="CG: start the pressure solve of rows that share a case "
                                       "from the pressure of that case's first row, when their states are close "
                                       "(ZO queries): fewer CG iterations, the same tolerance")
     cache_dir: str | None = Field(None, description="reference cache (default: $ZOOFRAME_CACHE or ~/.cache/zooframe)")
@@ -59,15 +59,14 @@ class KarmanConfig(zooframe.PluginConfig):
 class KarmanSolver:
     """The wake-flow step at one resolution, batched over the dimension ``b``.
 
-    Without gradients the whole step is one ``jit_compile``d function. With gradients (FO
-    training) diffusion and advection stay jitted and the pressure solve runs eagerly: PhiFlow's
-    implicit gradient of a jitted solve fails on the torch backend.
+    The whole step is one ``jit_compile``d function; autograd differentiates it through the direct
+    pressure solve (FO training). With CG and gradients, diffusion and advection stay jitted and the
+    solve runs eagerly: PhiFlow's implicit gradient of a jitted solve fails on the torch backend.
     """
 
     WARM_START_DISTANCE = 0.05  # relative state distance up to which a group's pressure is a good start
-    DIRECT_MAX_CELLS = 8192  # the dense inverse: 256 MB in float32, about 15 s to set up on 2 cores
 
-    def __init__(self, cfg: KarmanConfig, nx: int, ny: int, substeps: int, direct: bool = False):
+    def __init__(self, cfg: KarmanConfig, nx: int, ny: int, substeps: int):
         self.nx, self.ny, self.substeps = nx, ny, substeps
         self.dt = cfg.dt / substeps
         self.inflow = cfg.inflow
@@ -79,9 +78,8 @@ class KarmanSolver:
         inflow_region = Box(x=(-dx, 1.25 * dx), y=(-height, 2 * height))
         self.inflow_mask = StaggeredGrid(inflow_region, ZERO_GRADIENT, self.bounds, x=nx, y=ny)
         self.solve = Solve("CG", cfg.pressure_tolerance, cfg.pressure_tolerance, max_iterations=4000)
-        self.direct = DirectProjection(StaggeredGrid(0, ZERO_GRADIENT, self.bounds, x=nx, y=ny),
-                                       self.obstacle) if direct else None
-        self.warm_start = cfg.pressure_warm_start and substeps == 1 and not direct
+        self.direct = DirectProjection(cfg.size, nx, ny, self.obstacle) if cfg.pressure_solver == "direct" else None
+        self.warm_start = cfg.pressure_warm_start and substeps == 1 and self.direct is None
         self._step = jit_compile(self._full_step)
         self._step_from = jit_compile(self._step_from_pressure)
         self._advance = jit_compile(self._advance_eager)
@@ -142,7 +140,7 @@ class KarmanSolver:
         pressure warm start for rows of one group whose states are close to the group's first row."""
         nu_t = math.tensor(nu.to(state), batch("b"))
         with math.precision(64 if state.dtype == torch.float64 else 32):
-            if torch.is_grad_enabled() and (state.requires_grad or nu.requires_grad):
+            if self.direct is None and torch.is_grad_enabled() and (state.requires_grad or nu.requires_grad):
                 v = self.grid(state)
                 for _ in range(self.substeps):
                     v = self.project(self._advance(v, nu_t))
@@ -183,8 +181,7 @@ class Karman(zooframe.Simulator):
     def __init__(self, config: KarmanConfig, device="cpu"):
         super().__init__(config, device)
         nx, ny = config.resolution
-        direct = config.pressure_solver == "auto" and nx * ny <= KarmanSolver.DIRECT_MAX_CELLS
-        self.solver = KarmanSolver(config, nx, ny, substeps=1, direct=direct)
+        self.solver = KarmanSolver(config, nx, ny, substeps=1)
         self.cache = TrajectoryCache(config.cache_dir, prefix="karman")
 
     @property
@@ -220,8 +217,10 @@ class Karman(zooframe.Simulator):
 
     # --- reference -----------------------------------------------------------------------------
     def _cache_params(self, case: zooframe.Case) -> dict:
-        # references always use CG, and the warm start never applies (distinct cases, sub-stepped solvers)
-        unused = {"kind", "train_reynolds", "test_reynolds", "cache_dir", "pressure_warm_start", "pressure_solver"}
+        # the warm start never applies to reference runs (distinct cases, sub-stepped solvers)
+        unused = {"kind", "train_reynolds", "test_reynolds", "cache_dir", "pressure_warm_start"}
+        if self.config.pressure_solver == "direct":
+            unused.add("pressure_tolerance")
         cfg = self.config.model_dump(exclude=unused, mode="json")
         return {"simulator": "karman", "re": case.params["re"], "phiflow": _phiflow_version(), **cfg}
 
