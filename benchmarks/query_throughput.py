@@ -35,7 +35,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def karman_config(pressure_solver: str = "auto") -> dict:
+def karman_config(pressure_solver: str = "direct") -> dict:
     config = json.loads((ROOT / "examples" / "karman_zo_sol.json").read_text())
     config["model"].update(hidden_channels=6, depth=1)  # the accuracy benchmark's model
     config["simulator"]["pressure_solver"] = pressure_solver
@@ -136,7 +136,7 @@ def main() -> None:
     config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat",
               "headline": "methods and ratios repeat tasks.karman, the reference task",
               "tasks": "karman: examples/karman_zo_sol.json with the accuracy benchmark's model (6 channels, "
-                       "depth 1), exact pressure solve (pressure_solver auto); karman_cg: the same with CG; burgers: examples/burgers_zo.json; burgers_16_channels: the same with "
+                       "depth 1), direct pressure solve; karman_cg: the same with warm-started CG; burgers: examples/burgers_zo.json; burgers_16_channels: the same with "
                        "hidden_channels 16"}
     path = write_results("query_throughput", config, tasks["karman"]["methods"], tasks["karman"]["ratios"],
                          tasks=tasks)
