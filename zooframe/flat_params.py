@@ -5,16 +5,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
+
+_CONVOLUTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_POINTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Identity)
 
 
 class FlatParams:
     """Maps between a module's named parameters and a flat vector ``theta`` ``[d]``.
 
     :meth:`batched_forward` evaluates the module for Q parameter vectors in one vectorized call:
-    each vector's parameters are views into ``thetas`` ``[Q, d]`` (no copies), and
-    ``torch.func.vmap`` over ``functional_call`` turns the Q networks into batched kernels.
+    each vector's parameters are views into ``thetas`` ``[Q, d]`` (no copies). A stack of
+    convolutions and pointwise activations runs as grouped convolutions over ``Q x C`` channels
+    (:func:`runs_grouped`); any other module through ``torch.func.vmap`` over ``functional_call``.
     """
 
     def __init__(self, module: nn.Module):
@@ -70,6 +75,8 @@ class FlatParams:
             return functional_call(module, (params, buffers), args)
 
         inputs = tuple(_queries_next_to_channels(x) if b else x for x, b in zip(inputs, batched))
+        if len(inputs) == 1 and runs_grouped(module):
+            return _grouped_forward(module, params, inputs[0], batched[0], thetas.shape[0])
         in_dims = (0, *(0 if b else None for b in batched))
         return vmap(one, in_dims=in_dims)(params, *inputs)
 
@@ -84,3 +91,32 @@ def _queries_next_to_channels(x: torch.Tensor) -> torch.Tensor:
     order = (1, *range(3, x.ndim), 0, 2)
     inverse = sorted(range(x.ndim), key=order.__getitem__)
     return x.permute(order).contiguous().permute(inverse)
+
+
+def runs_grouped(module: nn.Module) -> bool:
+    """Whether :meth:`FlatParams.batched_forward` runs ``module`` as grouped convolutions: an
+    ``nn.Sequential`` of ungrouped convolutions and pointwise activations."""
+    return (isinstance(module, nn.Sequential) and any(type(m) in _CONVOLUTIONS for m in module)
+            and all((type(m) in _CONVOLUTIONS and m.groups == 1) or isinstance(m, _POINTWISE) for m in module))
+
+
+def _grouped_forward(module: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor, batched: bool,
+                     q: int) -> torch.Tensor:
+    """The Q networks as one network of grouped convolutions: channel ``q * C + c`` holds channel
+    ``c`` of query ``q``, and each convolution has ``groups = Q`` with its bias fused (under vmap
+    the bias is a separate, slow broadcast add). A shared input meets the first convolution as one
+    ungrouped convolution with ``Q x C_out`` output channels, so it is never copied Q times."""
+    h = x.transpose(0, 1).flatten(1, 2) if batched else x  # [N, Q * C, *S] or shared [N, C, *S]
+    shared = not batched
+    for name, m in module.named_children():
+        if type(m) not in _CONVOLUTIONS:
+            h = m(h)
+            continue
+        weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+        padding = m.padding
+        if m.padding_mode != "zeros":
+            h, padding = F.pad(h, m._reversed_padding_repeated_twice, mode=m.padding_mode), 0
+        h = _CONVOLUTIONS[type(m)](h, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                                   m.stride, padding, m.dilation, 1 if shared else q)
+        shared = False
+    return h.unflatten(1, (q, -1)).transpose(0, 1)
