@@ -106,7 +106,8 @@ def _grouped_forward(module: nn.Sequential, params: dict[str, torch.Tensor], x: 
     ``c`` of query ``q``, and each convolution has ``groups = Q`` with its bias fused (under vmap
     the bias is a separate, slow broadcast add). A shared input meets the first convolution as one
     ungrouped convolution with ``Q x C_out`` output channels, so it is never copied Q times."""
-    h = x.transpose(0, 1).flatten(1, 2) if batched else x  # [N, Q * C, *S] or shared [N, C, *S]
+    # [N, Q * C, *S] or shared [N, C, *S], channels last in memory: the layout the convolutions are fast in
+    h = x.transpose(0, 1).flatten(1, 2) if batched else x.movedim(1, -1).contiguous().movedim(-1, 1)
     shared = not batched
     for name, m in module.named_children():
         if type(m) not in _CONVOLUTIONS:
