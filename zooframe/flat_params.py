@@ -106,6 +106,7 @@ def _grouped_forward(module: nn.Sequential, params: dict[str, torch.Tensor], x: 
     """The Q networks in blocks of queries whose widest activation stays within
     ``QUERY_BLOCK_BYTES``: activations that stay in cache make a forward pass 1.7x faster on
     this machine's 2 cores than one pass over 256 queries."""
+    params = {name: p.contiguous() for name, p in params.items()}  # so that each block's weights are views
     q = next(iter(params.values())).shape[0]
     one = x[0] if batched else x  # [N, C, *S]
     widest = max(max(m.in_channels, m.out_channels) for m in module if type(m) in _CONVOLUTIONS)
