@@ -85,5 +85,7 @@ def test_auto_chunk_size_fits_the_budget():
 
 def test_chunks_are_spread_over_workers():
     assert spread(10, 2, 256) == [(0, 5), (5, 10)]
-    assert spread(10, 2, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert spread(10, 2, 3) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert spread(609, 2, 256) == [(0, 152), (152, 304), (304, 456), (456, 609)]  # not 256, 256, 97
+    assert spread(3, 2, 1) == [(0, 1), (1, 2), (2, 3)]
     assert spread(1, 4, 256) == [(0, 1)]

@@ -65,9 +65,12 @@ def auto_chunk_size(rows_per_query: int, state_numel: int, params: int, bytes_pe
 
 
 def spread(n: int, workers: int, chunk_size: int) -> list[tuple[int, int]]:
-    """Chunks of at most ``chunk_size`` queries, at least one per worker when there are enough."""
-    size = max(1, min(chunk_size, math.ceil(n / workers)))
-    return list(chunks(n, size))
+    """Chunks of at most ``chunk_size`` queries, as many as a multiple of the workers (when there
+    are enough queries) and of sizes that differ by at most one, so that no worker waits on
+    another's extra chunk."""
+    count = min(n, math.ceil(math.ceil(n / chunk_size) / workers) * workers)
+    bounds = [i * n // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 class RemoteEngine(Engine):
