@@ -14,8 +14,9 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from phi.torch.flow import (ZERO_GRADIENT, Box, CenteredGrid, Obstacle, Solve, Sphere, StaggeredGrid, advect, batch,
-                            channel, diffuse, fluid, jit_compile, math, spatial, vec)
+                            diffuse, dual, extrapolation, fluid, jit_compile, math, spatial, vec)
 from pydantic import Field, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
@@ -77,11 +78,13 @@ class KarmanSolver:
         dx, height = cfg.size[0] / nx, cfg.size[1]
         inflow_region = Box(x=(-dx, 1.25 * dx), y=(-height, 2 * height))
         self.inflow_mask = StaggeredGrid(inflow_region, ZERO_GRADIENT, self.bounds, x=nx, y=ny)
+        self.template = StaggeredGrid(0, ZERO_GRADIENT, self.bounds, x=nx, y=ny)
         self.solve = Solve("CG", cfg.pressure_tolerance, cfg.pressure_tolerance, max_iterations=4000)
         self.direct = DirectProjection(cfg.size, nx, ny, self.obstacle) if cfg.pressure_solver == "direct" else None
         self.warm_start = cfg.pressure_warm_start and substeps == 1 and self.direct is None
-        self._step = jit_compile(self._full_step)
-        self._step_from = jit_compile(self._step_from_pressure)
+        # one trace per precision too (PhiFlow keys traces by shapes only): a precision argument
+        self._step = jit_compile(self._full_step, auxiliary_args="precision")
+        self._step_from = jit_compile(self._step_from_pressure, auxiliary_args="precision")
         self._advance = jit_compile(self._advance_eager)
         valid = torch.zeros(2, nx + 1, ny + 1, dtype=torch.bool)
         valid[0, :, :ny] = True
@@ -94,13 +97,31 @@ class KarmanSolver:
         return sum(len(t) for f in (self._step, self._step_from) for t in f.traces.values())
 
     # --- array <-> field ---------------------------------------------------------------------
+    # A state's faces as two tensors: the x-faces [b, X + 1, Y] and the y-faces [b, X, Y + 1]. The
+    # compiled steps take and return these, not fields: PhiFlow's conversions of fields across a
+    # jit boundary (and of padded tensors) cost several milliseconds per call, more than the step
+    # of a small batch.
+    def faces(self, state: torch.Tensor) -> tuple[math.Tensor, math.Tensor]:
+        return (math.tensor(state[:, 0, :, :self.ny], batch("b"), spatial("x,y")),
+                math.tensor(state[:, 1, :self.nx, :], batch("b"), spatial("x,y")))
+
+    def field(self, u: math.Tensor, v: math.Tensor) -> StaggeredGrid:
+        return self.template.with_values(math.stack([u, v], dual(vector="x,y")))
+
+    @staticmethod
+    def face_values(v: StaggeredGrid) -> tuple[math.Tensor, math.Tensor]:
+        return v.values[{"~vector": "x"}], v.values[{"~vector": "y"}]
+
+    @staticmethod
+    def padded(u: math.Tensor, v: math.Tensor) -> torch.Tensor:
+        u, v = u.native("b,x,y"), v.native("b,x,y")
+        return torch.stack([F.pad(u, (0, 1)), F.pad(v, (0, 0, 0, 1))], dim=1)
+
     def grid(self, state: torch.Tensor) -> StaggeredGrid:
-        values = math.tensor(state, batch("b"), channel(vector="x,y"), spatial("x,y"))
-        return StaggeredGrid(values, ZERO_GRADIENT, self.bounds, x=self.nx, y=self.ny)
+        return self.field(*self.faces(state))
 
     def array(self, v: StaggeredGrid) -> torch.Tensor:
-        out = v.staggered_tensor().native("b,vector,x,y")
-        return out * self.valid.to(out.device)
+        return self.padded(*self.face_values(v))
 
     def initial(self, batch_size: int, kick: float, seed: int = 0, noise: float = 0.02) -> torch.Tensor:
         """Uniform inflow, a transverse push into the upper near wake (it breaks the symmetry, so
@@ -127,42 +148,47 @@ class KarmanSolver:
             return self.direct(v)
         return fluid.make_incompressible(v, [self.obstacle], solve or self.solve)
 
-    def _full_step(self, v: StaggeredGrid, nu: math.Tensor) -> tuple[StaggeredGrid, CenteredGrid]:
+    def _full_step(self, u: math.Tensor, v: math.Tensor, nu: math.Tensor, precision: int) -> tuple[math.Tensor, ...]:
+        w = self.field(u, v)
         for _ in range(self.substeps):
-            v, p = self._project(self._advance_eager(v, nu))
-        return v, p
+            w, p = self._project(self._advance_eager(w, nu))
+        return *self.face_values(w), p.values
 
-    def _step_from_pressure(self, v: StaggeredGrid, nu: math.Tensor, p0: CenteredGrid) -> StaggeredGrid:
-        return self._project(self._advance_eager(v, nu), math.copy_with(self.solve, x0=p0))[0]
+    def _step_from_pressure(self, u: math.Tensor, v: math.Tensor, nu: math.Tensor, p0: math.Tensor,
+                            precision: int) -> tuple[math.Tensor, math.Tensor]:
+        x0 = CenteredGrid(p0, extrapolation.ZERO, self.bounds, x=self.nx, y=self.ny)  # as make_incompressible's
+        w = self._project(self._advance_eager(self.field(u, v), nu), math.copy_with(self.solve, x0=x0))[0]
+        return self.face_values(w)
 
     def __call__(self, state: torch.Tensor, nu: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """One step of every row; ``groups`` (one integer per row, e.g. its case) enables the
         pressure warm start for rows of one group whose states are close to the group's first row."""
         nu_t = math.tensor(nu.to(state), batch("b"))
-        with math.precision(64 if state.dtype == torch.float64 else 32):
+        precision = 64 if state.dtype == torch.float64 else 32
+        with math.precision(precision):
             if self.direct is None and torch.is_grad_enabled() and (state.requires_grad or nu.requires_grad):
                 v = self.grid(state)
                 for _ in range(self.substeps):
                     v = self.project(self._advance(v, nu_t))
-            elif self.warm_start and groups is not None and len(set(groups.tolist())) < len(groups):
-                v = self._warm_started(state, nu.to(state), groups)
-            else:
-                v = self._step(self.grid(state), nu_t)[0]
-            return self.array(v)  # inside: PhiFlow converts to the current precision
+                return self.array(v)
+            if self.warm_start and groups is not None and len(set(groups.tolist())) < len(groups):
+                return self.padded(*self._warm_started(state, nu.to(state), groups, precision))
+            return self.padded(*self._step(*self.faces(state), nu_t, precision)[:2])
 
-    def _warm_started(self, state: torch.Tensor, nu: torch.Tensor, groups: torch.Tensor) -> StaggeredGrid:
+    def _warm_started(self, state: torch.Tensor, nu: torch.Tensor, groups: torch.Tensor,
+                      precision: int) -> tuple[math.Tensor, ...]:
         """Solve the first row of each group, then every row from its group's pressure. A row far
         from its group's first row (another time of the same case) starts from zero as usual."""
         _, inverse = torch.unique(groups, return_inverse=True)
         first = torch.full((int(inverse.max()) + 1,), len(groups), dtype=torch.long)
         first = first.scatter_reduce(0, inverse, torch.arange(len(groups)), reduce="amin")
         leaders = first[inverse]
-        _, p = self._step(self.grid(state[first]), math.tensor(nu[first], batch("b")))
-        pressure = p.values.native("b,x,y")[inverse]
+        p = self._step(*self.faces(state[first]), math.tensor(nu[first], batch("b")), precision)[2]
+        pressure = p.native("b,x,y")[inverse]
         distance = (state - state[leaders]).flatten(1).norm(dim=1)
         close = distance <= self.WARM_START_DISTANCE * state[leaders].flatten(1).norm(dim=1)
-        p0 = p.with_values(math.tensor(pressure * close[:, None, None].to(pressure), batch("b"), spatial("x,y")))
-        return self._step_from(self.grid(state), math.tensor(nu, batch("b")), p0)
+        p0 = math.tensor(pressure * close[:, None, None].to(pressure), batch("b"), spatial("x,y"))
+        return self._step_from(*self.faces(state), math.tensor(nu, batch("b")), p0, precision)
 
     def resample(self, state: torch.Tensor, other: "KarmanSolver") -> torch.Tensor:
         """A state of this solver interpolated onto ``other``'s faces (made divergence-free
