@@ -29,15 +29,11 @@ from common import RESULTS, write_results
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-FULL = {
-    "simulator": {"kind": "karman", "resolution": [64, 32], "reference_factor": 4, "warmup": 600},
-    "model": {"kind": "conv", "hidden_channels": 6, "kernel_size": 3, "depth": 1},
-    "estimator": {"kind": "cge", "mu": 0.005, "scheme": "forward"},
-    "training": {"unroll": 4, "steps": 200, "horizon": 100, "cases_per_step": 2, "seed": 0,
-                 "optimizer": {"name": "adam", "lr": 0.01}, "schedule": {"name": "cosine"}},
-    "evaluation": {"steps": 100, "split": "test"},
-    "output": {"progress": False},
-}
+# the main job's configuration (README), without its run name, output folder and execution settings
+FULL = {key: value for key, value in json.loads((Path(__file__).resolve().parents[1] / "examples" /
+                                                 "karman_zo_sol.json").read_text()).items()
+        if key in ("simulator", "model", "estimator", "training", "evaluation")}
+FULL["output"] = {"progress": False}
 QUICK = copy.deepcopy(FULL)
 QUICK["simulator"].update(resolution=[48, 24], reference_factor=2, warmup=300,
                           train_reynolds=[195.3, 781.3, 3125.0], test_reynolds=[585.9, 2343.8])
