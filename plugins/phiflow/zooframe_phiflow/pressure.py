@@ -15,7 +15,6 @@ with zero-gradient velocity boundaries; a test holds the two to the same result.
 
 from __future__ import annotations
 
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -40,7 +39,6 @@ class ObstaclePoissonSolver:
     """``x = A^-1 b`` for a batch ``b [R, X, Y]``, ``A`` the pressure matrix (SciPy, cells in x-major order)."""
 
     def __init__(self, matrix: sp.spmatrix, nx: int, ny: int, dx: float, dy: float):
-        self.shape = (nx, ny)
         dxx, ex = _second_difference(nx, dx)
         dyy, ey = _second_difference(ny, dy)
         box = sp.kron(dxx, sp.identity(ny)) + sp.kron(sp.identity(nx), dyy)
