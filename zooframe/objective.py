@@ -88,12 +88,12 @@ class CorrectionObjective:
         all queries) or of ``states[i]`` ``[Q, B, C, *S]``. Normalization runs once per row; only the
         network is evaluated per parameter vector."""
         model, q, features = self.flat.module, thetas.shape[0], self.window.features
-        if states.ndim == self.first.ndim:
+        shared = states.ndim == self.first.ndim
+        if shared:
             x = model.inputs(states, features)
-            x = x.expand(q, *x.shape)
         else:
             x = model.inputs(states.flatten(0, 1), features.repeat(q, 1)).unflatten(0, (q, -1))
-        return model.outputs(self.flat.batched_forward(thetas, x, batched=(True,), submodule="net"))
+        return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
 
 
 class ModelThenSimulatorObjective:
