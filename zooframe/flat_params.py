@@ -70,13 +70,13 @@ class FlatParams:
             if not all(name.startswith(prefix) for name in params):
                 raise ValueError(f"submodule {submodule!r} does not hold all parameters of the module")
             params = {name[len(prefix):]: p for name, p in params.items()}
+        if len(inputs) == 1 and runs_grouped(module):
+            return _grouped_forward(module, params, inputs[0], batched[0])
         buffers = dict(module.named_buffers())
 
         def one(params, *args):
             return functional_call(module, (params, buffers), args)
 
-        if len(inputs) == 1 and runs_grouped(module):
-            return _grouped_forward(module, params, inputs[0], batched[0])
         inputs = tuple(_queries_next_to_channels(x) if b else x for x, b in zip(inputs, batched))
         in_dims = (0, *(0 if b else None for b in batched))
         return vmap(one, in_dims=in_dims)(params, *inputs)

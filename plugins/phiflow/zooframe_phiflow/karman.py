@@ -193,8 +193,7 @@ class KarmanSolver:
     def resample(self, state: torch.Tensor, other: "KarmanSolver") -> torch.Tensor:
         """A state of this solver interpolated onto ``other``'s faces (made divergence-free
         there when ``other`` is finer)."""
-        template = StaggeredGrid(0, ZERO_GRADIENT, other.bounds, x=other.nx, y=other.ny)
-        v = self.grid(state).at(template)
+        v = self.grid(state).at(other.template)
         return other.array(other.project(v) if other.nx > self.nx else v)
 
 
