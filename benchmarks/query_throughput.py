@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import ray
 import torch
 
 import zooframe
@@ -57,6 +58,43 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+class TimedObjective(CorrectionObjective):
+    """Also counts the seconds spent in the network (normalization, forward, de-normalization)."""
+
+    model_seconds = 0.0
+
+    def _corrections(self, thetas, states):
+        start = time.perf_counter()
+        out = super()._corrections(thetas, states)
+        self.model_seconds += time.perf_counter() - start
+        return out
+
+
+def breakdown(engine: LocalEngine, objective: TimedObjective, queries, runner, repeats: int) -> dict:
+    """Shares of a CGE estimate's wall time in simulator calls, in the network, and elsewhere
+    (the engine: materializing parameter vectors, losses, bookkeeping)."""
+    shares = []
+    for _ in range(repeats):
+        sim, model, start = runner.seconds, objective.model_seconds, time.perf_counter()
+        engine.evaluate(objective, queries)
+        wall = time.perf_counter() - start
+        shares.append(((runner.seconds - sim) / wall, (objective.model_seconds - model) / wall))
+    sim, model = (statistics.median(x) for x in zip(*shares))
+    return {"estimate_simulator_share": sim, "estimate_model_share": model, "estimate_engine_share": 1 - sim - model}
+
+
+def interleaved(engines: dict, objective, queries, repeats: int) -> dict[str, list[float]]:
+    """Seconds per estimate of each engine, the engines taking turns, so that a slow spell of
+    this shared machine falls on all of them alike."""
+    times = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.evaluate(objective, queries)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def deepzero_loop(exp: Experiment, objective: CorrectionObjective, coords: list[int], mu: float) -> None:
     """What DeepZero's CGE does per coordinate: deep-copy the parameters, perturb one, and run
     the whole unrolled loss for that single query."""
@@ -79,7 +117,7 @@ def deepzero_loop(exp: Experiment, objective: CorrectionObjective, coords: list[
 def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
     config = zooframe.load_config(config)
     exp = Experiment.build(config)
-    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
+    objective = TimedObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
     queries = exp.estimator.ask(exp.flat.get(), None, torch.Generator())
     n = len(queries)
     print(f"[{name}] {n} queries per estimate, {len(objective.window.cases)} cases per query", flush=True)
@@ -92,7 +130,8 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
 
     local = LocalEngine(config.execution.chunk_size)
     local.evaluate(objective, queries)  # warm-up
-    methods["local"] = {"per_query_s": timed(lambda: local.evaluate(objective, queries), repeats) / n}
+    methods["local"] = {"per_query_s": timed(lambda: local.evaluate(objective, queries), repeats) / n,
+                        **breakdown(local, objective, queries, exp.runner, repeats)}
 
     with tempfile.TemporaryDirectory() as tmp:  # simulator share of whole ZO steps (estimate + update)
         run_config = config.to_json()
@@ -104,16 +143,28 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
         methods["local"]["step_s"] = statistics.median(m["step_s"] for m in steps)
         del result
 
-    for label, make in (("process_2", lambda: ProcessEngine(config.to_json(), 2, n)),
-                        ("ray_1", lambda: RayEngine(config.to_json(), 1, n, object_store_mb=200)),
-                        ("ray_2", lambda: RayEngine(config.to_json(), 2, n, object_store_mb=200))):
-        with make() as engine:
-            engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
-            methods[label] = {"per_query_s": timed(lambda: engine.evaluate(objective, queries), repeats) / n}
+    with ProcessEngine(config.to_json(), 2, n) as engine:
+        engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
+        methods["process_2"] = {"per_query_s": timed(lambda: engine.evaluate(objective, queries), repeats) / n}
+
+    # one Ray instance for both engines (3 actors on 2 cores: only the engine being timed is busy)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 2**20)
+    try:
+        with RayEngine(config.to_json(), 1, n) as ray_1, RayEngine(config.to_json(), 2, n) as ray_2:
+            engines = {"ray_1": ray_1, "ray_2": ray_2}
+            for engine in engines.values():
+                engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
+            times = interleaved(engines, objective, queries, 2 * repeats + 1)
+    finally:
+        ray.shutdown()
+    for label, seconds in times.items():
+        methods[label] = {"per_query_s": statistics.median(seconds) / n}
+    speedup = statistics.median(t1 / t2 for t1, t2 in zip(times["ray_1"], times["ray_2"]))
+    for label in ("process_2", "ray_1", "ray_2"):
         print(f"[{name}] {label}: {methods[label]['per_query_s'] * 1e3:.3f} ms per query", flush=True)
 
     ratios = {"deepzero_loop_over_local": methods["deepzero_loop"]["per_query_s"] / methods["local"]["per_query_s"],
-              "ray_2_over_ray_1_throughput": methods["ray_1"]["per_query_s"] / methods["ray_2"]["per_query_s"]}
+              "ray_2_over_ray_1_throughput": speedup}
     info = {"queries_per_estimate": n, "parameters": exp.flat.dim, "cases_per_query": len(objective.window.cases),
             "unroll": config.training.unroll, "loop_queries_timed": len(coords)}
     print(f"[{name}] " + json.dumps(ratios), flush=True)
@@ -132,7 +183,9 @@ def main() -> None:
              # 3.4x the queries per estimate: how the backends scale with the size of a chunk
              "burgers_16_channels": measure("burgers_16_channels", burgers_config(hidden_channels=16),
                                             args.repeats, args.loop_queries)}
-    config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat",
+    config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat; ray_1 and ray_2 take "
+                        "turns (2 x repeats + 1 each) and their ratio is the median of the per-turn ratios",
+              "estimate_shares": "local engine, one CGE estimate: simulator calls, the network, the rest",
               "headline": "methods and ratios repeat tasks.karman, the reference task",
               "tasks": "karman: examples/karman_zo_sol.json (the ZO-SOL configuration of karman_accuracy), "
                        "direct pressure solve; karman_cg: the same with warm-started CG; burgers: examples/burgers_zo.json; burgers_16_channels: the same with "
