@@ -40,10 +40,12 @@ VARIANTS = {"dense": ("zo", None), **{f"{use}_{pct}": ("zo", (use, pct / 100)) f
             "fo_dense": ("fo", None), "fo_model_90": ("fo", ("model", 0.9))}
 
 MODEL = {"kind": "conv", "hidden_channels": 12, "kernel_size": 3, "depth": 2}
-# Adam learning rates, from autograd sweeps of 60 steps on seed 0 (autograd and CGE give the same
-# MAE here to 3 digits). Dense: 0.01 is the best of 0.003-0.03. Sparse networks need longer steps:
-# about lr / density for a sparse model (capped where larger ones diverged) and lr / sqrt(density)
-# for sparse gradients, whose coordinates each move in a fraction of the steps.
+# Adam learning rates, from autograd sweeps of 60 steps (autograd and CGE train alike here; they
+# are cheap to sweep with autograd). Dense: 0.01, the best of 0.003-0.03 on seed 0. Sparse
+# networks need longer steps: about lr / density for a sparse model, capped where larger ones
+# diverged (90 %: 0.07, the best mean over seeds 0-2 of 0.07 and 0.1; 0.05 and 0.2 were worse on
+# seed 0), and lr / sqrt(density) for sparse gradients, whose coordinates each move in a fraction
+# of the steps.
 LR = {"dense": 0.01, "model_50": 0.02, "model_90": 0.07, "model_95": 0.1,
       "grad_50": 0.015, "grad_90": 0.03, "grad_95": 0.045, "fo_dense": 0.01, "fo_model_90": 0.07}
 
