@@ -70,17 +70,19 @@ class TimedObjective(CorrectionObjective):
         return out
 
 
-def breakdown(engine: LocalEngine, objective: TimedObjective, queries, runner, repeats: int) -> dict:
-    """Shares of a CGE estimate's wall time in simulator calls, in the network, and elsewhere
-    (the engine: materializing parameter vectors, losses, bookkeeping)."""
-    shares = []
+def local_estimates(engine: LocalEngine, objective: TimedObjective, queries, runner, repeats: int) -> dict:
+    """Per-query time of a CGE estimate (median over repeats) and the shares of its wall time in
+    simulator calls, in the network, and elsewhere (the engine: materializing parameter vectors,
+    losses, bookkeeping)."""
+    walls, shares = [], []
     for _ in range(repeats):
         sim, model, start = runner.seconds, objective.model_seconds, time.perf_counter()
         engine.evaluate(objective, queries)
-        wall = time.perf_counter() - start
-        shares.append(((runner.seconds - sim) / wall, (objective.model_seconds - model) / wall))
+        walls.append(time.perf_counter() - start)
+        shares.append(((runner.seconds - sim) / walls[-1], (objective.model_seconds - model) / walls[-1]))
     sim, model = (statistics.median(x) for x in zip(*shares))
-    return {"estimate_simulator_share": sim, "estimate_model_share": model, "estimate_engine_share": 1 - sim - model}
+    return {"per_query_s": statistics.median(walls) / len(queries), "estimate_simulator_share": sim,
+            "estimate_model_share": model, "estimate_engine_share": 1 - sim - model}
 
 
 def interleaved(engines: dict, objective, queries, repeats: int) -> dict[str, list[float]]:
@@ -130,8 +132,7 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
 
     local = LocalEngine(config.execution.chunk_size)
     local.evaluate(objective, queries)  # warm-up
-    methods["local"] = {"per_query_s": timed(lambda: local.evaluate(objective, queries), repeats) / n,
-                        **breakdown(local, objective, queries, exp.runner, repeats)}
+    methods["local"] = local_estimates(local, objective, queries, exp.runner, repeats)
 
     with tempfile.TemporaryDirectory() as tmp:  # simulator share of whole ZO steps (estimate + update)
         run_config = config.to_json()

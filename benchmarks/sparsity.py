@@ -61,8 +61,8 @@ def summarize(results: list[zooframe.RunResult], sparse_model: bool) -> dict:
     """A variant over its seeds: held-out MAE averaged over seeds (the trajectories of sparse
     networks at large learning rates differ a lot from seed to seed), step time as the median of
     all steps but each run's first."""
-    steps = [json.loads(line) for r in results for line in (r.dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["step"] > 1]
+    metrics = [json.loads(line) for r in results for line in (r.dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if m["step"] > 1]
     maes = [r.summary["evaluation"]["corrected"]["mae_mean"] for r in results]
     size = export_correction(results[0].experiment, results[0].dir / "export.pt")
     sparsity = results[0].summary.get("sparsity", {})
