@@ -81,8 +81,11 @@ def local_estimates(engine: LocalEngine, objective: TimedObjective, queries, run
         walls.append(time.perf_counter() - start)
         shares.append(((runner.seconds - sim) / walls[-1], (objective.model_seconds - model) / walls[-1]))
     sim, model = (statistics.median(x) for x in zip(*shares))
-    return {"per_query_s": statistics.median(walls) / len(queries), "estimate_simulator_share": sim,
-            "estimate_model_share": model, "estimate_engine_share": 1 - sim - model}
+    per_query = statistics.median(walls) / len(queries)
+    return {"per_query_s": per_query, "estimate_simulator_share": sim, "estimate_model_share": model,
+            "estimate_engine_share": 1 - sim - model,
+            # what no engine can go below: each query's solver steps and network passes, engine time zero
+            "floor_per_query_s": per_query * (sim + model), "floor_simulator_share": sim / (sim + model)}
 
 
 def interleaved(engines: dict, objective, queries, repeats: int) -> dict[str, list[float]]:
@@ -164,7 +167,10 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
     for label in ("process_2", "ray_1", "ray_2"):
         print(f"[{name}] {label}: {methods[label]['per_query_s'] * 1e3:.3f} ms per query", flush=True)
 
-    ratios = {"deepzero_loop_over_local": methods["deepzero_loop"]["per_query_s"] / methods["local"]["per_query_s"],
+    loop, local = methods["deepzero_loop"]["per_query_s"], methods["local"]
+    ratios = {"deepzero_loop_over_local": loop / local["per_query_s"],
+              "deepzero_loop_over_floor": loop / local["floor_per_query_s"],
+              "local_over_floor": local["per_query_s"] / local["floor_per_query_s"],
               "ray_2_over_ray_1_throughput": speedup}
     info = {"queries_per_estimate": n, "parameters": exp.flat.dim, "cases_per_query": len(objective.window.cases),
             "unroll": config.training.unroll, "loop_queries_timed": len(coords)}
@@ -187,6 +193,8 @@ def main() -> None:
     config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat; ray_1 and ray_2 take "
                         "turns (2 x repeats + 1 each) and their ratio is the median of the per-turn ratios",
               "estimate_shares": "local engine, one CGE estimate: simulator calls, the network, the rest",
+              "floor": "the local estimate's simulator and network time per query: the per-query time of an engine "
+                       "that costs nothing; deepzero_loop_over_floor is the most any engine could gain over the loop",
               "headline": "methods and ratios repeat tasks.karman, the reference task",
               "tasks": "karman: examples/karman_zo_sol.json (the ZO-SOL configuration of karman_accuracy), "
                        "direct pressure solve; karman_cg: the same with warm-started CG; burgers: examples/burgers_zo.json; burgers_16_channels: the same with "
