@@ -3,6 +3,7 @@ structure, built once from the run's config; per step, the objective is rebuilt 
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import torch
@@ -11,11 +12,24 @@ from .estimators.base import QuerySet
 from .objective import CorrectionObjective, Window
 
 
+def retain_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse (returns whether it could).
+
+    By default it hands large freed blocks back to the system and maps fresh pages for the next
+    allocation, and a worker that allocates the same large tensors at every step then spends much
+    of its time in page faults (Burgers with 16 channels: 129 ms per estimate on one process
+    against 85 ms). Process-wide, so only for processes of our own: the workers."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt and mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**30))
+
+
 class EvaluationWorker:
     def __init__(self, config: dict[str, Any], threads: int | None = 1):
         from .config import load_config
         from .experiment import Experiment
 
+        retain_freed_memory()
         if threads:
             torch.set_num_threads(threads)
         self.exp = Experiment.build(load_config(config))
