@@ -2,6 +2,8 @@
 
 import builtins
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -57,6 +59,32 @@ def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
     assert all(m["sim_s"] > 0 and m["queries"] == result.summary["parameters"] + 1 for m in metrics)
     assert result.summary["simulator_s"] >= sum(m["sim_s"] for m in metrics) > 0
     assert ray.is_initialized()  # the engine joined the session's instance and left it running
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
+    from zooframe.process_engine import ProcessEngine
+    from zooframe.ray_engine import RayEngine
+
+    config = zooframe.load_config(small())
+    exp = Experiment.build(config)
+    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
+    queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+    cls = ProcessEngine if backend == "process" else RayEngine
+    with cls(config.to_json(), 2, chunk_size=16, max_restarts=1) as engine:
+
+        def kill_a_worker():  # as a crashing simulator or a lost node would
+            pid = engine.pool.submit(os.getpid).result() if backend == "process" else \
+                ray.get(engine.actors[0].ping.remote())
+            os.kill(pid, signal.SIGKILL)
+
+        expected = engine.evaluate(objective, queries)
+        kill_a_worker()
+        torch.testing.assert_close(engine.evaluate(objective, queries), expected)
+        assert engine.restarts == 1
+        kill_a_worker()
+        with pytest.raises(zooframe.ZooframeError, match=r"worker died .*\(execution.worker_restarts: 1\)"):
+            engine.evaluate(objective, queries)
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch):

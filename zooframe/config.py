@@ -84,6 +84,8 @@ class ExecutionConfig(Section):
         "local", description="local: in this process; process: a pool of local workers; ray: Ray actors")
     workers: int = Field(2, ge=1, description="process and ray: workers, each with a warm simulator")
     threads_per_worker: int = Field(1, ge=1, description="process and ray: torch threads per worker")
+    worker_restarts: int = Field(3, ge=0, description="process and ray: how often in a run a worker that died "
+                                 "(a simulator crash, a lost node) is replaced and its step's queries sent again")
     chunk_size: int | Literal["auto"] = Field(
         256, description="queries per batched call (bounds memory); auto: from memory_budget_mb")
     memory_budget_mb: float = Field(1024, gt=0, description="what one chunk may use when chunk_size is auto")

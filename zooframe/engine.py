@@ -76,11 +76,18 @@ def spread(n: int, workers: int, chunk_size: int) -> list[tuple[int, int]]:
 class RemoteEngine(Engine):
     """Spreads each query set over ``workers`` and gathers the values in order. Only the
     step's window, the model's buffers and each chunk's query subset (not its materialized
-    parameter vectors) travel."""
+    parameter vectors) travel.
 
-    def __init__(self, chunk_size: int, workers: int):
+    A worker that dies (its simulator crashed, its node went away) is replaced and the step's
+    chunks are sent again, up to ``max_restarts`` times in all; then the run stops with an error."""
+
+    backend = "remote"
+
+    def __init__(self, chunk_size: int, workers: int, max_restarts: int = 3):
         super().__init__(chunk_size)
         self.workers = workers
+        self.max_restarts = max_restarts
+        self.restarts = 0
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
         from .errors import ZooframeError
@@ -92,10 +99,34 @@ class RemoteEngine(Engine):
         buffers = dict(objective.flat.module.named_buffers())
         tasks = [(objective.token, objective.window, buffers, queries.subset(a, b))
                  for a, b in spread(len(queries), self.workers, self.chunk_size)]
-        results = self._map(tasks)
+        results = self._gather(tasks)
         self.queries += len(queries)
         self.remote_seconds += sum(seconds for _, seconds in results)
         return torch.cat([values for values, _ in results])
 
+    def _gather(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
+        from .errors import ZooframeError
+
+        while True:
+            try:
+                return self._map(tasks)
+            except self._lost_worker_errors() as exc:
+                if self.restarts >= self.max_restarts:
+                    cause = (str(exc).splitlines() or [""])[0]
+                    raise ZooframeError(
+                        f"a {self.backend} worker died while evaluating queries, after {self.restarts} restart(s) in "
+                        f"this run (execution.worker_restarts: {self.max_restarts}). A worker dies when its simulator "
+                        "crashes or its node goes away; raise execution.worker_restarts to ride out more. "
+                        f"Cause: {type(exc).__name__}: {cause}") from exc
+                self.restarts += 1
+                self._restart()
+
     def _map(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
+        raise NotImplementedError
+
+    def _lost_worker_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def _restart(self) -> None:
+        """Replace the workers, after one of them died."""
         raise NotImplementedError

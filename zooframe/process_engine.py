@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .engine import RemoteEngine
@@ -22,14 +23,28 @@ def _evaluate(task: tuple):
 
 
 class ProcessEngine(RemoteEngine):
-    def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, threads_per_worker: int = 1):
-        super().__init__(chunk_size, workers)
+    backend = "process"
+
+    def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, threads_per_worker: int = 1,
+                 max_restarts: int = 3):
+        super().__init__(chunk_size, workers, max_restarts)
+        self._start = (config, threads_per_worker)
+        self.pool = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_start, initargs=(config, threads_per_worker))
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start, initargs=self._start)
 
     def _map(self, tasks):
         return list(self.pool.map(_evaluate, tasks))
+
+    def _lost_worker_errors(self):
+        return (BrokenProcessPool,)
+
+    def _restart(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        self.pool = self._pool()
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)

@@ -23,9 +23,11 @@ def import_ray():
 
 
 class RayEngine(RemoteEngine):
+    backend = "ray"
+
     def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, address: str | None = None,
-                 object_store_mb: int | None = None, threads_per_worker: int = 1):
-        super().__init__(chunk_size, workers)
+                 object_store_mb: int | None = None, threads_per_worker: int = 1, max_restarts: int = 3):
+        super().__init__(chunk_size, workers, max_restarts)
         ray = self.ray = import_ray()
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
@@ -34,17 +36,32 @@ class RayEngine(RemoteEngine):
             else:
                 ray.init(address="local", num_cpus=workers * threads_per_worker, include_dashboard=False,
                          object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
-        actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
-        self.actors = [actor.remote(config, threads_per_worker) for _ in range(workers)]
-        ray.get([a.ping.remote() for a in self.actors])  # fail here, not in the first step
+        self._start = (config, threads_per_worker)
+        self._actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
+        self.actors = []
+        self._start_actors()
+
+    def _start_actors(self) -> None:
+        self.actors = [self._actor.remote(*self._start) for _ in range(self.workers)]
+        self.ray.get([a.ping.remote() for a in self.actors])  # fail here, not in the first step
 
     def _map(self, tasks):
         refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
         return self.ray.get(refs)
 
-    def close(self) -> None:
+    def _lost_worker_errors(self):
+        return (self.ray.exceptions.RayActorError,)
+
+    def _restart(self) -> None:
+        self._kill_actors()
+        self._start_actors()
+
+    def _kill_actors(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+
+    def close(self) -> None:
+        self._kill_actors()
         if self.owns_ray:
             self.ray.shutdown()

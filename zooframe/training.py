@@ -62,12 +62,12 @@ def make_engine(exp: Experiment, rows_per_query: int) -> Engine:
     if ex.backend == "process":
         from .process_engine import ProcessEngine
 
-        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker)
+        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts)
     if ex.backend == "ray":
         from .ray_engine import RayEngine
 
         return RayEngine(exp.config.to_json(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
-                         ex.threads_per_worker)
+                         ex.threads_per_worker, ex.worker_restarts)
     return LocalEngine(chunk)
 
 

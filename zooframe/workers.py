@@ -4,6 +4,7 @@ structure, built once from the run's config; per step, the objective is rebuilt 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import torch
@@ -48,5 +49,6 @@ class EvaluationWorker:
             values = self._objective(queries.materialize(0, len(queries)))
         return values, self.exp.runner.seconds - before
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> int:
+        """The worker's process id (it answers: it is up)."""
+        return os.getpid()
