@@ -20,9 +20,12 @@ def retain_freed_memory() -> bool:
     allocation, and a worker that allocates the same large tensors at every step then spends much
     of its time in page faults (Burgers with 16 channels: 129 ms per estimate on one process
     against 85 ms). Process-wide, so only for processes of our own: the workers."""
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):  # no glibc (macOS, Windows): nothing to tune
+        return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt and mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**30))
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20) and mallopt(m_trim_threshold, 2**30))
 
 
 class EvaluationWorker:
