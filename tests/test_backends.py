@@ -61,29 +61,52 @@ def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
     assert ray.is_initialized()  # the engine joined the session's instance and left it running
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
+def remote_engine(backend, config, workers=2, **options):
     from zooframe.process_engine import ProcessEngine
     from zooframe.ray_engine import RayEngine
 
+    cls = ProcessEngine if backend == "process" else RayEngine
+    return cls(config.to_json(), workers, chunk_size=16, **options)
+
+
+def worker_pid(engine) -> int:
+    from zooframe.process_engine import ProcessEngine
+
+    if isinstance(engine, ProcessEngine):
+        return engine.pool.submit(os.getpid).result()
+    return ray.get(engine.actors[0].ping.remote())
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
     config = zooframe.load_config(small())
     exp = Experiment.build(config)
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
     queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
-    cls = ProcessEngine if backend == "process" else RayEngine
-    with cls(config.to_json(), 2, chunk_size=16, max_restarts=1) as engine:
-
-        def kill_a_worker():  # as a crashing simulator or a lost node would
-            pid = engine.pool.submit(os.getpid).result() if backend == "process" else \
-                ray.get(engine.actors[0].ping.remote())
-            os.kill(pid, signal.SIGKILL)
-
+    with remote_engine(backend, config, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
-        kill_a_worker()
+        os.kill(worker_pid(engine), signal.SIGKILL)  # as a crashing simulator or a lost node would
         torch.testing.assert_close(engine.evaluate(objective, queries), expected)
         assert engine.restarts == 1
-        kill_a_worker()
+        os.kill(worker_pid(engine), signal.SIGKILL)
         with pytest.raises(zooframe.ZooframeError, match=r"worker died .*\(execution.worker_restarts: 1\)"):
+            engine.evaluate(objective, queries)
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_hung_worker_is_stopped_and_replaced(ray_instance, backend):
+    config = zooframe.load_config(small())
+    exp = Experiment.build(config)
+    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
+    queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+    # one worker: a pool's other worker would take over the queries of a frozen one that holds none
+    with remote_engine(backend, config, workers=1, max_restarts=1, timeout_s=3) as engine:
+        expected = engine.evaluate(objective, queries)
+        os.kill(worker_pid(engine), signal.SIGSTOP)  # frozen, as a simulator that never returns
+        torch.testing.assert_close(engine.evaluate(objective, queries), expected)
+        assert engine.restarts == 1
+        os.kill(worker_pid(engine), signal.SIGSTOP)
+        with pytest.raises(zooframe.ZooframeError, match=r"longer than execution.worker_timeout_s \(3 s\)"):
             engine.evaluate(objective, queries)
 
 

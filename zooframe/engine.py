@@ -78,15 +78,17 @@ class RemoteEngine(Engine):
     step's window, the model's buffers and each chunk's query subset (not its materialized
     parameter vectors) travel.
 
-    A worker that dies (its simulator crashed, its node went away) is replaced and the step's
-    chunks are sent again, up to ``max_restarts`` times in all; then the run stops with an error."""
+    A worker that dies (its simulator crashed, its node went away) or, with ``timeout_s``, keeps a
+    step's queries longer than that (a hung simulator) is replaced, and the step's chunks are sent
+    again, up to ``max_restarts`` times in all; then the run stops with an error."""
 
     backend = "remote"
 
-    def __init__(self, chunk_size: int, workers: int, max_restarts: int = 3):
+    def __init__(self, chunk_size: int, workers: int, max_restarts: int = 3, timeout_s: float | None = None):
         super().__init__(chunk_size)
         self.workers = workers
         self.max_restarts = max_restarts
+        self.timeout_s = timeout_s
         self.restarts = 0
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
@@ -110,14 +112,16 @@ class RemoteEngine(Engine):
         while True:
             try:
                 return self._map(tasks)
-            except self._lost_worker_errors() as exc:
+            except (TimeoutError, *self._lost_worker_errors()) as exc:
                 if self.restarts >= self.max_restarts:
+                    what = (f"kept a step's queries longer than execution.worker_timeout_s ({self.timeout_s} s)"
+                            if isinstance(exc, TimeoutError) else "died while evaluating queries")
                     cause = (str(exc).splitlines() or [""])[0]
                     raise ZooframeError(
-                        f"a {self.backend} worker died while evaluating queries, after {self.restarts} restart(s) in "
-                        f"this run (execution.worker_restarts: {self.max_restarts}). A worker dies when its simulator "
-                        "crashes or its node goes away; raise execution.worker_restarts to ride out more. "
-                        f"Cause: {type(exc).__name__}: {cause}") from exc
+                        f"a {self.backend} worker {what}, after {self.restarts} restart(s) in this run "
+                        f"(execution.worker_restarts: {self.max_restarts}). A worker dies when its simulator crashes "
+                        "or its node goes away, and hangs when its simulator does; raise execution.worker_restarts "
+                        f"to ride out more. Cause: {type(exc).__name__}: {cause}") from exc
                 self.restarts += 1
                 self._restart()
 

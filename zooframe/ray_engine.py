@@ -26,8 +26,9 @@ class RayEngine(RemoteEngine):
     backend = "ray"
 
     def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, address: str | None = None,
-                 object_store_mb: int | None = None, threads_per_worker: int = 1, max_restarts: int = 3):
-        super().__init__(chunk_size, workers, max_restarts)
+                 object_store_mb: int | None = None, threads_per_worker: int = 1, max_restarts: int = 3,
+                 timeout_s: float | None = None):
+        super().__init__(chunk_size, workers, max_restarts, timeout_s)
         ray = self.ray = import_ray()
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
@@ -47,10 +48,10 @@ class RayEngine(RemoteEngine):
 
     def _map(self, tasks):
         refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
-        return self.ray.get(refs)
+        return self.ray.get(refs, timeout=self.timeout_s)
 
     def _lost_worker_errors(self):
-        return (self.ray.exceptions.RayActorError,)
+        return (self.ray.exceptions.RayActorError,)  # its GetTimeoutError is a TimeoutError
 
     def _restart(self) -> None:
         self._kill_actors()

@@ -62,12 +62,13 @@ def make_engine(exp: Experiment, rows_per_query: int) -> Engine:
     if ex.backend == "process":
         from .process_engine import ProcessEngine
 
-        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts)
+        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts,
+                             ex.worker_timeout_s)
     if ex.backend == "ray":
         from .ray_engine import RayEngine
 
         return RayEngine(exp.config.to_json(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
-                         ex.threads_per_worker, ex.worker_restarts)
+                         ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
     return LocalEngine(chunk)
 
 
