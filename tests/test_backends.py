@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zooframe
-from zooframe.engine import LocalEngine, auto_chunk_size, spread
+from zooframe.engine import LocalEngine, RemoteEngine, WorkerLost, auto_chunk_size, spread
 from zooframe.estimators.cge import CGE, CGEConfig
 from zooframe.experiment import Experiment
 from zooframe.objective import CorrectionObjective
@@ -83,7 +83,8 @@ def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, back
     exp = Experiment.build(config)
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
     queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
-    with remote_engine(backend, config, max_restarts=1) as engine:
+    # one worker: in a pool of two, the other could answer all queries before the pool notices the death
+    with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
         os.kill(worker_pid(engine), signal.SIGKILL)  # as a crashing simulator or a lost node would
         torch.testing.assert_close(engine.evaluate(objective, queries), expected)
@@ -100,14 +101,44 @@ def test_a_hung_worker_is_stopped_and_replaced(ray_instance, backend):
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
     queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
     # one worker: a pool's other worker would take over the queries of a frozen one that holds none
-    with remote_engine(backend, config, workers=1, max_restarts=1, timeout_s=3) as engine:
+    with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
+        engine.timeout_s = 3
         os.kill(worker_pid(engine), signal.SIGSTOP)  # frozen, as a simulator that never returns
         torch.testing.assert_close(engine.evaluate(objective, queries), expected)
         assert engine.restarts == 1
         os.kill(worker_pid(engine), signal.SIGSTOP)
         with pytest.raises(zooframe.ZooframeError, match=r"longer than execution.worker_timeout_s \(3 s\)"):
             engine.evaluate(objective, queries)
+
+
+class FlakyEngine(RemoteEngine):
+    """Fails the way it is told, once per call, then answers."""
+
+    backend = "flaky"
+
+    def __init__(self, *failures):
+        super().__init__(chunk_size=8, workers=1, max_restarts=2)
+        self.failures = list(failures)
+
+    def _map(self, tasks):
+        if self.failures:
+            raise self.failures.pop(0)
+        return ["values"]
+
+    def _restart(self):
+        pass
+
+
+def test_only_lost_workers_are_replaced():
+    engine = FlakyEngine(WorkerLost("died"), WorkerLost("died"))
+    assert engine._gather([()]) == ["values"] and engine.restarts == 2
+    with pytest.raises(zooframe.ZooframeError, match=r"a flaky worker died, after 2 restart\(s\)"):
+        FlakyEngine(*[WorkerLost("died")] * 3)._gather([()])
+    engine = FlakyEngine(TimeoutError("no answer from the licence server"))
+    with pytest.raises(TimeoutError, match="licence server"):  # the simulator's own error, not a hung worker
+        engine._gather([()])
+    assert engine.restarts == 0
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch):

@@ -87,8 +87,9 @@ class ExecutionConfig(Section):
     worker_restarts: int = Field(3, ge=0, description="process and ray: how often in a run a worker that died "
                                  "(a simulator crash, a lost node) is replaced and its step's queries sent again")
     worker_timeout_s: float | None = Field(
-        None, gt=0, description="process and ray: a worker that keeps a step's queries longer is taken for hung, "
-        "stopped and replaced like a dead one (default: wait); leave room for the first step's compilation")
+        None, gt=0, description="process and ray: when a step's queries are not all back from the workers after "
+        "this long, the workers are taken for hung, stopped and replaced like dead ones (default: wait); leave room "
+        "for the first step's compilation in a new worker")
     chunk_size: int | Literal["auto"] = Field(
         256, description="queries per batched call (bounds memory); auto: from memory_budget_mb")
     memory_budget_mb: float = Field(1024, gt=0, description="what one chunk may use when chunk_size is auto")

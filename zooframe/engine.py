@@ -112,25 +112,31 @@ class RemoteEngine(Engine):
         while True:
             try:
                 return self._map(tasks)
-            except (TimeoutError, *self._lost_worker_errors()) as exc:
+            except WorkerLost as lost:
                 if self.restarts >= self.max_restarts:
-                    what = (f"kept a step's queries longer than execution.worker_timeout_s ({self.timeout_s} s)"
-                            if isinstance(exc, TimeoutError) else "died while evaluating queries")
-                    cause = (str(exc).splitlines() or [""])[0]
                     raise ZooframeError(
-                        f"a {self.backend} worker {what}, after {self.restarts} restart(s) in this run "
+                        f"a {self.backend} worker {lost}, after {self.restarts} restart(s) in this run "
                         f"(execution.worker_restarts: {self.max_restarts}). A worker dies when its simulator crashes "
                         "or its node goes away, and hangs when its simulator does; raise execution.worker_restarts "
-                        f"to ride out more. Cause: {type(exc).__name__}: {cause}") from exc
+                        "to ride out more") from lost
                 self.restarts += 1
                 self._restart()
 
     def _map(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
-        raise NotImplementedError
-
-    def _lost_worker_errors(self) -> tuple[type[BaseException], ...]:
+        """The tasks' results in order; :class:`WorkerLost` when a worker died or, after
+        ``timeout_s``, some results are still missing. A simulator's own errors pass through."""
         raise NotImplementedError
 
     def _restart(self) -> None:
-        """Replace the workers, after one of them died."""
+        """Replace the workers, after one of them was lost."""
         raise NotImplementedError
+
+    def _timed_out(self) -> "WorkerLost":
+        return WorkerLost(f"kept a step's queries longer than execution.worker_timeout_s ({self.timeout_s:g} s)")
+
+
+class WorkerLost(Exception):
+    """A worker died, or held a step's queries past the timeout; its text completes "a worker ..."."""
+
+
+WORKER_START_TIMEOUT_S = 600  # for a worker to build its simulator (or for a cluster to find it a CPU)

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .engine import RemoteEngine
+from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
+from .errors import ZooframeError
 from .workers import EvaluationWorker
 
 _worker: EvaluationWorker | None = None
+_started = None  # a barrier that all of a new pool's workers reach once they are up
 
 
-def _start(config: dict[str, Any], threads: int) -> None:
-    global _worker
-    _worker = EvaluationWorker(config, threads)
+def _start(config: dict[str, Any], threads: int, started) -> None:
+    global _worker, _started
+    _worker, _started = EvaluationWorker(config, threads), started
+
+
+def _ready() -> int:
+    _started.wait(WORKER_START_TIMEOUT_S)  # held here, a worker takes no second ready task: each runs one
+    return os.getpid()
 
 
 def _evaluate(task: tuple):
@@ -34,30 +43,42 @@ class ProcessEngine(RemoteEngine):
 
     def _pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start, initargs=self._start)
-        for started in [pool.submit(os.getpid) for _ in range(self.workers)]:
-            started.result()  # workers start here (and fail here), not within the first step's timeout
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start,
+                                   initargs=(*self._start, context.Barrier(self.workers)))
+        try:  # all workers start here, not within the first step (and its timeout)
+            for ready in [pool.submit(_ready) for _ in range(self.workers)]:
+                ready.result(WORKER_START_TIMEOUT_S)
+        except (BrokenProcessPool, TimeoutError, threading.BrokenBarrierError) as exc:
+            self._stop(pool, grace_s=0)
+            raise ZooframeError(f"the process workers did not start ({type(exc).__name__}; a worker's error, if "
+                                "any, is printed above)") from exc
         return pool
 
     def _map(self, tasks):
-        return list(self.pool.map(_evaluate, tasks, timeout=self.timeout_s))
-
-    def _lost_worker_errors(self):
-        return (BrokenProcessPool,)
+        try:
+            futures = [self.pool.submit(_evaluate, task) for task in tasks]
+            if wait(futures, self.timeout_s).not_done:
+                raise self._timed_out()
+            return [future.result() for future in futures]
+        except BrokenProcessPool as exc:
+            raise WorkerLost("died while evaluating queries (the process pool broke)") from exc
 
     def _restart(self) -> None:
-        self._stop(grace_s=0)
+        self._stop(self.pool, grace_s=0)
         self.pool = self._pool()
 
     def close(self) -> None:
-        self._stop(grace_s=5)
+        self._stop(self.pool, grace_s=5)
 
-    def _stop(self, grace_s: float) -> None:
-        """Shut the pool down; a worker still busy after ``grace_s`` (hung: it would never finish) is killed."""
-        processes = list((getattr(self.pool, "_processes", None) or {}).values())
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    @staticmethod
+    def _stop(pool: ProcessPoolExecutor, grace_s: float) -> None:
+        """Shut ``pool`` down; workers still busy after ``grace_s`` (hung: they would never finish) are killed.
+        The pool's own process list is private; Python 3.14 has ``terminate_workers`` for this."""
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace_s
         for process in processes:
-            process.join(timeout=grace_s)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import RemoteEngine
+from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
 from .errors import ZooframeError
 from .workers import EvaluationWorker
 
@@ -44,14 +44,22 @@ class RayEngine(RemoteEngine):
 
     def _start_actors(self) -> None:
         self.actors = [self._actor.remote(*self._start) for _ in range(self.workers)]
-        self.ray.get([a.ping.remote() for a in self.actors])  # fail here, not in the first step
+        try:  # fail here, not in the first step
+            self.ray.get([a.ping.remote() for a in self.actors], timeout=WORKER_START_TIMEOUT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            raise ZooframeError(f"Ray did not start {self.workers} workers within {WORKER_START_TIMEOUT_S} s: does "
+                                f"the cluster have {self.workers} x {self._start[1]} free CPUs?") from None
+        except self.ray.exceptions.RayActorError as exc:
+            raise ZooframeError(f"a Ray worker failed to start: {(str(exc).splitlines() or [''])[0]}") from exc
 
     def _map(self, tasks):
         refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
-        return self.ray.get(refs, timeout=self.timeout_s)
-
-    def _lost_worker_errors(self):
-        return (self.ray.exceptions.RayActorError,)  # its GetTimeoutError is a TimeoutError
+        if self.ray.wait(refs, num_returns=len(refs), timeout=self.timeout_s)[1]:
+            raise self._timed_out()
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayActorError as exc:
+            raise WorkerLost(f"died while evaluating queries ({(str(exc).splitlines() or [''])[0]})") from exc
 
     def _restart(self) -> None:
         self._kill_actors()
