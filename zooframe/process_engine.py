@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -28,8 +29,8 @@ def _ready() -> int:
     return os.getpid()
 
 
-def _evaluate(task: tuple):
-    return _worker.evaluate(*task)
+def _evaluate(task: bytes) -> bytes:
+    return pickle.dumps(_worker.evaluate(*pickle.loads(task)))
 
 
 class ProcessEngine(RemoteEngine):
@@ -57,10 +58,12 @@ class ProcessEngine(RemoteEngine):
 
     def _map(self, tasks):
         try:
-            futures = [self.pool.submit(_evaluate, task) for task in tasks]
+            # as plain bytes: the pool would share tensors through file descriptors, a handshake that a
+            # worker's death interrupts with tracebacks from the pool's threads
+            futures = [self.pool.submit(_evaluate, pickle.dumps(task)) for task in tasks]
             if wait(futures, self.timeout_s).not_done:
                 raise self._timed_out()
-            return [future.result() for future in futures]
+            return [pickle.loads(future.result()) for future in futures]
         except BrokenProcessPool as exc:
             raise WorkerLost("died while evaluating queries (the process pool broke)") from exc
 
