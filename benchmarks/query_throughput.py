@@ -2,7 +2,7 @@
 coordinate, one simulator call per query) against the local engine, the process backend and
 the Ray backend, on the PhiFlow Karman task (64 x 32) and the Burgers task.
 
-    python benchmarks/query_throughput.py [--repeats 3]
+    python benchmarks/query_throughput.py [--repeats 3] [--turns 15]
 
 Writes benchmarks/results/query_throughput.json.
 """
@@ -119,7 +119,7 @@ def deepzero_loop(exp: Experiment, objective: CorrectionObjective, coords: list[
                 loss += (s - w.targets[:, t]).pow(2).mean()
 
 
-def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
+def measure(name: str, config: dict, repeats: int, turns: int, loop_queries: int) -> dict:
     config = zooframe.load_config(config)
     exp = Experiment.build(config)
     objective = TimedObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
@@ -158,7 +158,7 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
             engines = {"ray_1": ray_1, "ray_2": ray_2}
             for engine in engines.values():
                 engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
-            times = interleaved(engines, objective, queries, 2 * repeats + 1)
+            times = interleaved(engines, objective, queries, turns)
     finally:
         ray.shutdown()
     for label, seconds in times.items():
@@ -181,17 +181,20 @@ def measure(name: str, config: dict, repeats: int, loop_queries: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=15, help="turns of Ray with 1 and 2 workers (their ratio is "
+                        "the noisiest figure here)")
     parser.add_argument("--loop-queries", type=int, default=24, help="queries timed in the DeepZero-style loop")
     args = parser.parse_args()
-    tasks = {"karman": measure("karman", karman_config(), args.repeats, args.loop_queries),
+    tasks = {"karman": measure("karman", karman_config(), args.repeats, args.turns, args.loop_queries),
              # PhiFlow's CG (warm-started) instead of the exact solve: what the engine does with a costlier step
-             "karman_cg": measure("karman_cg", karman_config("cg"), args.repeats, args.loop_queries),
-             "burgers": measure("burgers", burgers_config(), args.repeats, args.loop_queries),
+             "karman_cg": measure("karman_cg", karman_config("cg"), args.repeats, args.turns, args.loop_queries),
+             "burgers": measure("burgers", burgers_config(), args.repeats, args.turns, args.loop_queries),
              # 3.4x the queries per estimate: how the backends scale with the size of a chunk
              "burgers_16_channels": measure("burgers_16_channels", burgers_config(hidden_channels=16),
-                                            args.repeats, args.loop_queries)}
-    config = {"repeats": args.repeats, "timing": "median over repeats, one full CGE estimate per repeat; ray_1 and ray_2 take "
-                        "turns (2 x repeats + 1 each) and their ratio is the median of the per-turn ratios",
+                                            args.repeats, args.turns, args.loop_queries)}
+    config = {"repeats": args.repeats, "turns": args.turns,
+              "timing": "median over repeats, one full CGE estimate per repeat; ray_1 and ray_2 take turns (one "
+                        "estimate each per turn) and their ratio is the median of the per-turn ratios",
               "estimate_shares": "local engine, one CGE estimate: simulator calls, the network, the rest",
               "floor": "the local estimate's simulator and network time per query: the per-query time of an engine "
                        "that costs nothing; deepzero_loop_over_floor is the most any engine could gain over the loop",
