@@ -50,10 +50,12 @@ class ProcessEngine(RemoteEngine):
         try:  # all workers start here, not within the first step (and its timeout)
             for ready in [pool.submit(_ready) for _ in range(self.workers)]:
                 ready.result(WORKER_START_TIMEOUT_S)
-        except (BrokenProcessPool, TimeoutError, threading.BrokenBarrierError) as exc:
+        except BaseException as exc:
             self._stop(pool, grace_s=0)
-            raise ZooframeError(f"the process workers did not start ({type(exc).__name__}; a worker's error, if "
-                                "any, is printed above)") from exc
+            if isinstance(exc, (BrokenProcessPool, TimeoutError, threading.BrokenBarrierError)):
+                raise ZooframeError(f"the process workers did not start ({type(exc).__name__}; a worker's error, "
+                                    "if any, is printed above)") from exc
+            raise
         return pool
 
     def _map(self, tasks):

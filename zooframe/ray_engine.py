@@ -40,7 +40,11 @@ class RayEngine(RemoteEngine):
         self._start = (config, threads_per_worker)
         self._actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
         self.actors = []
-        self._start_actors()
+        try:
+            self._start_actors()
+        except BaseException:
+            self.close()  # no actors waiting for CPUs, and no local Ray instance, left behind
+            raise
 
     def _start_actors(self) -> None:
         self.actors = [self._actor.remote(*self._start) for _ in range(self.workers)]

@@ -36,8 +36,9 @@ class WindowSampler:
         times = t0[:, None] + torch.arange(self.unroll + 1)
         dev = self.reference.device
         windows = self.reference[idx.to(dev)[:, None], times.to(dev)]  # [B, m + 1, C, *S]
+        # start and targets as tensors of their own: a pickled view carries its whole storage to workers
         return Window([self.cases[i] for i in idx.tolist()], self.features[idx.to(dev)],
-                      windows[:, 0], windows[:, 1:], seed=self.seed * 100_003 + step)
+                      windows[:, 0].clone(), windows[:, 1:].clone(), seed=self.seed * 100_003 + step)
 
 
 def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
