@@ -77,12 +77,17 @@ def worker_pid(engine) -> int:
     return ray.get(engine.actors[0].ping.remote())
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
+def cge_step():
+    """The small config, one step's objective and its CGE queries."""
     config = zooframe.load_config(small())
     exp = Experiment.build(config)
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
-    queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+    return config, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
+    config, objective, queries = cge_step()
     # one worker: in a pool of two, the other could answer all queries before the pool notices the death
     with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
@@ -96,10 +101,7 @@ def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, back
 
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_a_hung_worker_is_stopped_and_replaced(ray_instance, backend):
-    config = zooframe.load_config(small())
-    exp = Experiment.build(config)
-    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
-    queries = CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+    config, objective, queries = cge_step()
     # one worker: a pool's other worker would take over the queries of a frozen one that holds none
     with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)

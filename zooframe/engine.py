@@ -23,13 +23,15 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 class Engine:
-    """Evaluates query sets; ``queries`` counts the rows it evaluated and ``remote_seconds`` the
-    simulator time spent in workers (the local runner counts its own)."""
+    """Evaluates query sets; ``queries`` counts the rows it evaluated, ``remote_seconds`` the
+    simulator time spent in workers (the local runner counts its own) and ``restarts`` the workers
+    it replaced."""
 
     def __init__(self, chunk_size: int):
         self.chunk_size = chunk_size
         self.queries = 0
         self.remote_seconds = 0.0
+        self.restarts = 0
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
         raise NotImplementedError
@@ -89,7 +91,6 @@ class RemoteEngine(Engine):
         self.workers = workers
         self.max_restarts = max_restarts
         self.timeout_s = timeout_s
-        self.restarts = 0
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
         from .errors import ZooframeError

@@ -22,6 +22,11 @@ def import_ray():
     return ray
 
 
+def _first_line(exc: BaseException) -> str:
+    """Ray's errors run to many lines; the first says what happened."""
+    return (str(exc).splitlines() or [""])[0]
+
+
 class RayEngine(RemoteEngine):
     backend = "ray"
 
@@ -54,7 +59,7 @@ class RayEngine(RemoteEngine):
             raise ZooframeError(f"Ray did not start {self.workers} workers within {WORKER_START_TIMEOUT_S} s: does "
                                 f"the cluster have {self.workers} x {self._start[1]} free CPUs?") from None
         except self.ray.exceptions.RayActorError as exc:
-            raise ZooframeError(f"a Ray worker failed to start: {(str(exc).splitlines() or [''])[0]}") from exc
+            raise ZooframeError(f"a Ray worker failed to start: {_first_line(exc)}") from exc
 
     def _map(self, tasks):
         refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
@@ -63,7 +68,7 @@ class RayEngine(RemoteEngine):
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayActorError as exc:
-            raise WorkerLost(f"died while evaluating queries ({(str(exc).splitlines() or [''])[0]})") from exc
+            raise WorkerLost(f"died while evaluating queries ({_first_line(exc)})") from exc
 
     def _restart(self) -> None:
         self._kill_actors()

@@ -89,7 +89,7 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
-                           worker_restarts=getattr(trainer.engine, "restarts", 0))
+                           worker_restarts=trainer.engine.restarts)
             _write_json(out / SUMMARY_FILE, summary)
     if trainer.plan and config.sparsity.use == "model":
         summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
