@@ -123,7 +123,7 @@ def measure(name: str, config: dict, repeats: int, turns: int, loop_queries: int
     config = zooframe.load_config(config)
     exp = Experiment.build(config)
     objective = TimedObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
-    queries = exp.estimator.ask(exp.flat.get(), None, torch.Generator())
+    queries = exp.estimator.ask(exp.flat.get(), torch.Generator())
     n = len(queries)
     print(f"[{name}] {n} queries per estimate, {len(objective.window.cases)} cases per query", flush=True)
     methods = {}

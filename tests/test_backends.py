@@ -33,7 +33,7 @@ def estimate(engine, config):
     exp = Experiment.build(zooframe.load_config(config))
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
     cge = CGE(CGEConfig(kind="cge"))
-    queries = cge.ask(exp.flat.get() + 0.01, None, torch.Generator())
+    queries = cge.ask(exp.flat.get() + 0.01, torch.Generator())
     with engine:
         return cge.tell(queries, engine.evaluate(objective, queries)), engine
 
@@ -82,7 +82,7 @@ def cge_step():
     config = zooframe.load_config(small())
     exp = Experiment.build(config)
     objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
-    return config, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), None, torch.Generator())
+    return config, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), torch.Generator())
 
 
 @pytest.mark.parametrize("backend", ["process", "ray"])

@@ -38,7 +38,7 @@ def with_(**changes):
 
 
 @pytest.mark.parametrize("config, expected", [
-    (with_(estimator__kind="spsa"), "estimator.kind: unknown estimator kind 'spsa'; known: cge, rge"),
+    (with_(estimator__kind="spsa"), "estimator.kind: unknown estimator kind 'spsa'; known: cge, guided, rge"),
     (with_(simulator__kind="lbm"), "simulator.kind: unknown simulator kind 'lbm'; known: burgers"),
     (with_(model__hidden_channels="many"), "model.hidden_channels: Input should be a valid integer"),
     (with_(estimator__mu=-0.1), "estimator.mu: Input should be greater than 0 (got -0.1)"),
@@ -47,7 +47,7 @@ def with_(**changes):
     (with_(model=...), "model: required field is missing"),
     (with_(execution__chunk_size=0), "execution.chunk_size: chunk_size must be at least 1 or 'auto' (got 0)"),
     (with_(sparsity__ratio=1.0), "sparsity.ratio: Input should be less than 1 (got 1.0)"),
-    (with_(training__mode="backprop"), "training.mode: Input should be 'zo', 'fo' or 'non'"),
+    (with_(training__mode="backprop"), "training.mode: Input should be 'zo', 'fo', 'nog' or 'non'"),
 ])
 def test_validate_explains_each_error_on_one_line(tmp_path, capsys, config, expected):
     code, problems, err = validate(tmp_path, capsys, config)

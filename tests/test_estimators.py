@@ -7,7 +7,9 @@ import torch
 
 from zooframe import analytic
 from zooframe.engine import LocalEngine
+from zooframe.estimators.base import StepInputs
 from zooframe.estimators.cge import CGE, CGEConfig
+from zooframe.estimators.guided import Guided, GuidedConfig
 from zooframe.estimators.rge import RGE, RGEConfig
 
 from .helpers import mlp_regression
@@ -21,9 +23,9 @@ def true_grad(f, theta):
     return g
 
 
-def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7):
+def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7, surrogate=None):
     gen = torch.Generator().manual_seed(seed)
-    queries = estimator.ask(theta, mask, gen)
+    queries = estimator.ask(theta, gen, StepInputs(mask=mask, surrogate=surrogate))
     values = LocalEngine(chunk_size).evaluate(f, queries)
     return estimator.tell(queries, values), queries
 
@@ -113,7 +115,7 @@ def test_chunking_does_not_change_the_estimate():
 
 def test_query_chunks_reassemble_the_full_set():
     theta = torch.arange(6, dtype=torch.float64)
-    queries = CGE(CGEConfig(kind="cge", mu=0.5)).ask(theta, None, torch.Generator())
+    queries = CGE(CGEConfig(kind="cge", mu=0.5)).ask(theta, torch.Generator())
     full = queries.materialize(0, len(queries))
     assert full.shape == (7, 6)
     torch.testing.assert_close(full[0], theta)
@@ -123,12 +125,91 @@ def test_query_chunks_reassemble_the_full_set():
 
 
 @pytest.mark.parametrize("estimator", [CGE(CGEConfig(kind="cge", scheme="central")),
-                                       RGE(RGEConfig(kind="rge", q=4, scheme="forward"))])
+                                       RGE(RGEConfig(kind="rge", q=4, scheme="forward")),
+                                       Guided(GuidedConfig(kind="guided", q=3))])
 def test_query_subsets_rebuild_their_rows(estimator):
     """Remote engines send subsets, not materialized rows; a subset must give the same rows."""
-    queries = estimator.ask(torch.arange(6, dtype=torch.float64), None, torch.Generator().manual_seed(0))
+    theta = torch.arange(6, dtype=torch.float64)
+    queries = estimator.ask(theta, torch.Generator().manual_seed(0), StepInputs(surrogate=theta.flip(0)))
     subsets = [queries.subset(a, a + 3) for a in range(0, len(queries), 3)]
     assert [len(q) for q in subsets] == [min(3, len(queries) - a) for a in range(0, len(queries), 3)]
     assert [q.with_center for q in subsets] == [queries.with_center] + [False] * (len(subsets) - 1)
     torch.testing.assert_close(torch.cat([q.materialize(0, len(q)) for q in subsets]),
                                queries.materialize(0, len(queries)))
+
+
+# --- guided: a deliberately biased surrogate of a quadratic's gradient --------------------------
+
+def biased_surrogate(g, rho, seed=3):
+    """A vector at cosine ``rho`` to ``g``, of another length."""
+    r = torch.randn(len(g), dtype=g.dtype, generator=torch.Generator().manual_seed(seed))
+    r = r - (r @ g) / (g @ g) * g
+    return 7.0 * (rho * g / g.norm() + math.sqrt(1 - rho**2) * r / r.norm())
+
+
+def guided_problem(dim=D, rho=0.3):
+    f = analytic.Quadratic(dim, seed=1)
+    theta = torch.linspace(-1, 1, dim, dtype=torch.float64)
+    g = true_grad(f, theta)
+    return f, theta, g, biased_surrogate(g, rho)
+
+
+def mean_cosine(alpha, q, seeds=40, **problem):
+    f, theta, g, s = guided_problem(**problem)
+    est = lambda: Guided(GuidedConfig(kind="guided", alpha=alpha, q=q, mu=1e-3))  # noqa: E731 (fresh history)
+    return sum(cosine(estimate(est(), f, theta, seed=i, surrogate=s)[0], g) for i in range(seeds)) / seeds
+
+
+def test_guided_mean_keeps_the_subspace_component_and_shrinks_the_rest():
+    """E[g] = P grad + alpha' (I - P) grad, alpha' = beta alpha / n (the docstring's formula)."""
+    alpha, q, seeds = 0.9, 8, 1500
+    f, theta, g, s = guided_problem()
+    u = s / s.norm()
+    beta = 1 / (alpha / D + (1 - alpha))
+    along = (u @ g) * u
+    expected = along + beta * alpha / D * (g - along)
+    est = Guided(GuidedConfig(kind="guided", alpha=alpha, q=q, mu=1e-4))
+    mean = torch.stack([estimate(est, f, theta, seed=i, surrogate=s)[0] for i in range(seeds)]).mean(0)
+    spread = beta * math.sqrt((D + 2) / (D * q * seeds)) * float(g.norm())  # 4 sigma of the isotropic part
+    assert float((mean - expected).norm()) < 4 * spread
+    assert float((mean - g).norm()) > 4 * spread  # the bias is real, and the test can see it
+    assert float((mean - along).norm()) > 4 * spread
+
+
+def test_guided_cosine_rises_with_alpha_and_q_when_queries_outnumber_coordinates():
+    alphas, qs = (0.0, 0.5, 0.9, 0.99), (20, 80, 320)
+    table = {(a, q): mean_cosine(a, q) for a in alphas for q in qs}
+    assert table[(0.0, 80)] == pytest.approx(0.3, abs=1e-6)  # the subspace alone: the surrogate's cosine
+    for q in qs:
+        assert all(table[(a, q)] < table[(b, q)] for a, b in zip(alphas, alphas[1:])), table
+    for a in (0.9, 0.99):  # where the isotropic part's noise is what more queries average out
+        assert all(table[(a, q)] < table[(a, r)] for q, r in zip(qs, qs[1:])), table
+
+
+def test_guided_beats_random_search_at_equal_queries_when_coordinates_outnumber_queries():
+    dim, q, rho = 400, 10, 0.3
+    guided = mean_cosine(0.5, q, dim=dim, rho=rho)
+    f, theta, g, _ = guided_problem(dim=dim, rho=rho)
+    rge = RGE(RGEConfig(kind="rge", q=q, mu=1e-3, scheme="central"))
+    plain = sum(cosine(estimate(rge, f, theta, seed=i)[0], g) for i in range(40)) / 40
+    assert plain < 0.2 and guided > 0.9 * rho  # RGE: about sqrt(q / n) = 0.16; guided: about rho
+
+
+def test_guided_takes_only_the_surrogate_direction_not_its_values():
+    f, theta, g, s = guided_problem()
+    a, _ = estimate(Guided(GuidedConfig(kind="guided", q=5)), f, theta, seed=4, surrogate=s)
+    b, _ = estimate(Guided(GuidedConfig(kind="guided", q=5)), f, theta, seed=4, surrogate=1000 * s)
+    torch.testing.assert_close(a, b)
+
+
+def test_guided_keeps_k_surrogates_and_respects_the_mask():
+    f, theta, g, s = guided_problem()
+    mask = torch.zeros(D, dtype=torch.bool)
+    mask[3:12] = True
+    est = Guided(GuidedConfig(kind="guided", k=2, q=4))
+    for shift in range(3):
+        grad, queries = estimate(est, f, theta, mask=mask, surrogate=s.roll(shift), seed=shift)
+        assert len(queries) == 8 and torch.all(grad[~mask] == 0) and torch.all(queries.directions[:, ~mask] == 0)
+    assert len(est.history) == 2
+    with pytest.raises(ValueError, match="surrogate"):
+        est.ask(theta, torch.Generator())

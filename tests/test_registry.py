@@ -110,7 +110,7 @@ def test_environment_variable_disables_external_plugins(monkeypatch):
 
 
 def test_unknown_kind_lists_the_known_ones():
-    with pytest.raises(zooframe.PluginError, match="known: cge, rge"):
+    with pytest.raises(zooframe.PluginError, match="known: cge, guided, rge"):
         Registry(load_external=False).get("estimator", "spsa")
 
 

@@ -4,11 +4,14 @@ and keep what they computed."""
 import json
 from pathlib import Path
 
+from typing import Literal
+
 import pytest
 import torch
 
 import zooframe
 from zooframe.cli import main
+from zooframe.estimators.cge import CGE, CGEConfig
 
 from .helpers import registry_with_opaque, small
 
@@ -25,17 +28,97 @@ def test_zo_training_halves_the_held_out_rollout_error(tmp_path):
     assert sum(losses[-100:]) / 100 < 0.2 * sum(losses[:100]) / 100
 
 
-@pytest.mark.parametrize("mode", ["zo", "non", "fo"])
-def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode):
+@pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("non", "cge"), ("fo", "cge"),
+                                             ("nog", "cge")])
+def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode, estimator):
     config = small(mode=mode, steps=60, optimizer={"lr": 0.03})
+    config["estimator"] = {"kind": estimator, **({"q": 4} if estimator == "guided" else {})}
     result = zooframe.run(config, output=tmp_path, progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 60
     assert sum(m["loss"] for m in metrics[-10:]) < 0.5 * sum(m["loss"] for m in metrics[:10])
     queries = sum(m["queries"] for m in metrics)
-    assert queries == (60 * (result.summary["parameters"] + 1) if mode == "zo" else 0)
+    per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4}[estimator]  # guided: 1 surrogate rollout
+    assert queries == (60 * per_step if mode == "zo" else 0)
     assert result.summary["status"] == "completed"
     assert result.summary["evaluation"]["corrected"]["mae_mean"] > 0
+
+
+@pytest.mark.parametrize("jacobian", ["drop", "identity"])
+def test_nog_trains_through_a_simulator_that_gives_no_gradients(tmp_path, jacobian):
+    config = small(mode="nog", steps=60, optimizer={"lr": 0.03}, solver_jacobian=jacobian)
+    config["simulator"]["kind"] = "opaque_burgers"
+    result = zooframe.run(config, output=tmp_path, progress=False, registry=registry_with_opaque())
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+    assert result.summary["queries_total"] == 0
+
+
+class Recording(zooframe.Estimator):
+    """Central CGE that records what the trainer handed it."""
+
+    class Config(zooframe.PluginConfig):
+        kind: Literal["recording"]
+        wants: list[str] = ["surrogate"]
+
+    seen: list = []
+
+    @property
+    def inputs(self):
+        return frozenset(self.config.wants)
+
+    def ask(self, theta, generator, given=zooframe.StepInputs()):
+        Recording.seen.append(given)
+        self._cge = CGE(CGEConfig(kind="cge", scheme="central"))
+        return self._cge.ask(theta, generator, given)
+
+    def tell(self, queries, values):
+        return self._cge.tell(queries, values)
+
+
+def recording_registry():
+    class Plugin:
+        @zooframe.hookimpl
+        def register_estimators(self, register):
+            register(Recording)
+
+    return zooframe.Registry(load_external=False, plugins={"test-recording": Plugin()})
+
+
+def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
+    from zooframe.experiment import Experiment
+    from zooframe.objective import CorrectionObjective
+    from zooframe.training import Trainer
+
+    registry = recording_registry()
+    config = zooframe.load_config({**small(steps=1, unroll=3), "estimator": {"kind": "recording"}}, registry)
+    Recording.seen = []
+    trainer = Trainer(Experiment.build(config, registry))
+    window = trainer.sampler.sample(0)
+    _, loss, used = trainer.gradient(window)
+    (given,) = Recording.seen
+    assert given.mask is None
+    nog = CorrectionObjective(trainer.exp.runner, trainer.exp.flat, window, "drop")
+    theta = trainer.exp.flat.get().requires_grad_(True)
+    (expected,) = torch.autograd.grad(nog(theta[None])[0], theta)
+    torch.testing.assert_close(given.surrogate, expected)
+    assert loss == pytest.approx(float(nog(theta[None].detach())[0]))
+    assert used == 1 + 2 * trainer.exp.flat.dim  # the surrogate's rollout, then the estimator's queries
+
+    Recording.seen = []
+    config = zooframe.load_config({**small(steps=1), "estimator": {"kind": "recording", "wants": ["mask"]}}, registry)
+    Trainer(Experiment.build(config, registry)).gradient(window)
+    assert Recording.seen[0].surrogate is None
+
+
+@pytest.mark.parametrize("wants, sparsity, message", [
+    (["hessian"], "none", "asks for hessian, which the trainer does not provide"),
+    (["surrogate"], "magnitude", "takes no sparsity mask"),
+])
+def test_an_estimator_that_asks_for_what_the_run_cannot_give_is_refused(tmp_path, wants, sparsity, message):
+    config = {**small(), "estimator": {"kind": "recording", "wants": wants}, "sparsity": {"method": sparsity}}
+    with pytest.raises(zooframe.ZooframeError, match=message):
+        zooframe.run(config, output=tmp_path, registry=recording_registry())
 
 
 def test_fo_refuses_a_simulator_that_is_not_differentiable(tmp_path, capsys):

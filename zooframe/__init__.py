@@ -3,7 +3,7 @@
 from .config import ExperimentBase as ExperimentConfig
 from .config import experiment_model, load_config
 from .errors import ConfigError, PluginError, ZooframeError
-from .estimators.base import CoordinateQueries, DirectionQueries, Estimator, QuerySet
+from .estimators.base import CoordinateQueries, DirectionQueries, Estimator, QuerySet, StepInputs
 from .evaluation import evaluate
 from .experiment import Experiment
 from .hookspecs import hookimpl
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Case", "ConfigError", "CoordinateQueries", "DirectionQueries", "Estimator", "Experiment", "ExperimentConfig",
     "ModelConfig", "ModelFactory", "ModelSpec", "PluginConfig", "PluginError", "QuerySet", "Registry", "RunResult",
-    "Simulator", "StateSpec", "ZooframeError", "evaluate", "evaluate_run", "experiment_model", "get_registry",
+    "Simulator", "StateSpec", "StepInputs", "ZooframeError", "evaluate", "evaluate_run", "experiment_model", "get_registry",
     "hookimpl", "load_config", "load_run", "run",
 ]

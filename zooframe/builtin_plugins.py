@@ -1,6 +1,7 @@
 """The built-in plugins, registered through the same hooks as third-party ones."""
 
 from .estimators.cge import CGE
+from .estimators.guided import Guided
 from .estimators.rge import RGE
 from .hookspecs import hookimpl
 from .models.conv import ConvModel
@@ -17,6 +18,7 @@ def register_simulators(register):
 def register_estimators(register):
     register(CGE)
     register(RGE)
+    register(Guided)
 
 
 @hookimpl

@@ -32,9 +32,11 @@ class ScheduleConfig(Section):
 
 
 class TrainingConfig(Section):
-    mode: Literal["zo", "fo", "non"] = Field(
+    mode: Literal["zo", "fo", "nog", "non"] = Field(
         "zo", description="zo: zeroth-order estimate through the black-box solver; fo: autograd through a "
-        "differentiable solver (upper bound); non: supervised one-step correction (baseline, unroll 1)")
+        "differentiable solver (upper bound); nog: solver in the loop, autograd through the network's "
+        "corrections only (no solver gradient, see solver_jacobian); non: supervised one-step correction "
+        "(baseline, unroll 1)")
     unroll: int = Field(4, ge=1, description="solver steps m unrolled per training window (non uses 1)")
     steps: int = Field(100, ge=1, description="optimizer steps")
     horizon: int = Field(50, ge=1, description="reference steps per training case that windows start from")
@@ -42,6 +44,9 @@ class TrainingConfig(Section):
     seed: int = 0
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    solver_jacobian: Literal["drop", "identity"] = Field(
+        "drop", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
+        "solver's Jacobian taken as zero (drop: stop-gradient) or as the identity (straight through)")
 
     @model_validator(mode="after")
     def _window_fits(self):
@@ -90,6 +95,9 @@ class ExecutionConfig(Section):
         None, gt=0, description="process and ray: when a step's queries are not all back from the workers after "
         "this long, the workers are taken for hung, stopped and replaced like dead ones (default: wait); leave room "
         "for the first step's compilation in a new worker")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="torch threads of this process (the local backend's estimates, the trainer's own "
+        "work); auto: the cores that other processes leave free, re-checked every 20 s")
     chunk_size: int | Literal["auto"] = Field(
         256, description="queries per batched call (bounds memory); auto: from memory_budget_mb")
     memory_budget_mb: float = Field(1024, gt=0, description="what one chunk may use when chunk_size is auto")
@@ -97,11 +105,11 @@ class ExecutionConfig(Section):
     dtype: Literal["float32", "float64"] = "float32"
     ray: RayConfig = RayConfig()
 
-    @field_validator("chunk_size")
+    @field_validator("chunk_size", "threads")
     @classmethod
-    def _positive(cls, v):
+    def _positive(cls, v, info):
         if isinstance(v, int) and v < 1:
-            raise ValueError(f"chunk_size must be at least 1 or 'auto' (got {v})")
+            raise ValueError(f"{info.field_name} must be at least 1 or 'auto' (got {v})")
         return v
 
 

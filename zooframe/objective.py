@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
@@ -44,6 +44,9 @@ class SimulatorRunner:
         return out
 
 
+SolverJacobian = Literal["exact", "drop", "identity"]
+
+
 def _per_query_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).flatten(1).mean(dim=1)
 
@@ -65,10 +68,19 @@ class CorrectionObjective:
 
     ``P(s[0])`` does not depend on the parameters: it is computed once and shared by every query.
     With m = 1 no gradient passes through the simulator (the NON baseline).
+
+    Under autograd, ``solver_jacobian`` says what the simulator's Jacobian dP/ds is taken to be:
+    ``exact`` differentiates through the simulator (it must be differentiable: FO-SOL); ``drop``
+    takes it as zero (stop-gradient: each step's correction learns from the losses it feeds
+    directly, on the states the corrected rollout visits; List et al. 2024); ``identity``
+    passes the gradient straight through the solver (``P(s) = s`` for the backward pass). The
+    last two call the simulator as a black box, at the rollout's own cost.
     """
 
-    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window):
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact"):
         self.runner, self.flat, self.window = runner, flat, window
+        self.solver_jacobian = solver_jacobian
         self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
         self.first = runner(window.start, window.cases, window.seed)
 
@@ -78,10 +90,18 @@ class CorrectionObjective:
         s = self.first + self._corrections(thetas, self.first)
         loss = _per_query_mse(s, w.targets[:, 0])
         for t in range(1, steps):
-            p = self.runner(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
+            p = self._solve(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
             s = p + self._corrections(thetas, p)
             loss = loss + _per_query_mse(s, w.targets[:, t])
         return loss / steps
+
+    def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
+        """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
+        if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
+            return self.runner(state, cases, seed)
+        with torch.no_grad():  # a black box: nothing is recorded through it
+            p = self.runner(state.detach(), cases, seed)
+        return p if self.solver_jacobian == "drop" else state + (p - state).detach()
 
     def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """The correction by the network with ``thetas[i]`` of ``states`` ``[B, C, *S]`` (shared by

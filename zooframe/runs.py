@@ -19,6 +19,7 @@ from .export import export_correction
 from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment
 from .registry import Registry, get_registry
+from .threads import ThreadPolicy
 from .training import Trainer
 
 CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE = (
@@ -55,8 +56,14 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, config.to_json())
+    with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
+        return _run(config, out, progress, registry, threads)
+
+
+def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Registry,
+         threads: ThreadPolicy) -> RunResult:
     exp = Experiment.build(config, registry)
-    trainer = Trainer(exp)
+    trainer = Trainer(exp, threads)
     show = config.output.progress if progress is None else progress
     bar = tqdm(total=config.training.steps, desc=config.name, disable=None if show else True, leave=False)
     summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running",
@@ -89,10 +96,11 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
-                           worker_restarts=trainer.engine.restarts)
+                           worker_restarts=trainer.engine.restarts, threads={"setting": threads.setting, "checks": threads.history})
             _write_json(out / SUMMARY_FILE, summary)
     if trainer.plan and config.sparsity.use == "model":
         summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
+    threads.update()
     results = held_out(exp)
     summary["evaluation"] = results.summary()
     summary["figures"] = write_figures(exp, out, results, summary["evaluation"])

@@ -48,11 +48,11 @@ def zo_grasp_scores(objective: Callable[[torch.Tensor], torch.Tensor], theta: to
     The second point is ``theta + mu_h * g / |g|``, a step of the same length whatever the scale
     of the loss, and ``Hg = |g| (g(theta + mu_h g/|g|) - g(theta)) / mu_h``."""
     state = generator.get_state()
-    q1 = estimator.ask(theta, None, generator)
+    q1 = estimator.ask(theta, generator)
     g = estimator.tell(q1, evaluate(objective, q1))
     norm = g.norm().clamp_min(torch.finfo(g.dtype).tiny)
     generator.set_state(state)  # the same directions at the shifted point
-    q2 = estimator.ask(theta + mu_h * g / norm, None, generator)
+    q2 = estimator.ask(theta + mu_h * g / norm, generator)
     hg = (estimator.tell(q2, evaluate(objective, q2)) - g) * norm / mu_h
     return theta * hg, len(q1) + len(q2)
 

@@ -8,6 +8,7 @@ engine materializes one chunk at a time, so a set of d coordinate queries never 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import torch
 
@@ -74,14 +75,37 @@ class DirectionQueries(QuerySet):
         return self.offsets[first:last, None] * self.directions[first:last]
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """What the trainer hands :meth:`Estimator.ask` besides theta. An entry is filled only when the
+    estimator's ``inputs`` names it; the rest stay None.
+
+    - ``mask`` ``[d]`` (bool): the active coordinates of a sparse model or gradient;
+    - ``surrogate`` ``[d]``: a free, biased gradient at theta, from autograd through the network's
+      corrections along the rollout with the simulator's Jacobian dropped (``training.solver_jacobian``);
+      never the gradient itself.
+    """
+
+    mask: torch.Tensor | None = None
+    surrogate: torch.Tensor | None = None
+
+
+NO_INPUTS = StepInputs()
+
+
 class Estimator(Plugin):
     """Zeroth-order gradient estimator in two phases: which queries to evaluate (:meth:`ask`) and
-    how to combine their values into a gradient (:meth:`tell`)."""
+    how to combine their values into a gradient (:meth:`tell`).
+
+    ``inputs`` declares which :class:`StepInputs` entries :meth:`ask` reads; the trainer computes
+    those and only those, and refuses a run that would hand the estimator something it ignores
+    (a sparsity mask to an estimator without ``"mask"``)."""
 
     category = "estimator"
+    inputs: ClassVar[frozenset[str]] = frozenset({"mask"})
 
-    def ask(self, theta: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator) -> QuerySet:
-        """Queries around ``theta`` ``[d]``; ``mask`` ``[d]`` (bool) marks the active coordinates."""
+    def ask(self, theta: torch.Tensor, generator: torch.Generator, given: StepInputs = NO_INPUTS) -> QuerySet:
+        """Queries around ``theta`` ``[d]``, from the inputs the estimator declared."""
         raise NotImplementedError
 
     def tell(self, queries: QuerySet, values: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import CoordinateQueries, Estimator, active_coordinates
+from .base import NO_INPUTS, CoordinateQueries, Estimator, active_coordinates
 
 
 class CGEConfig(PluginConfig):
@@ -30,8 +30,8 @@ class CGE(Estimator):
 
     Config = CGEConfig
 
-    def ask(self, theta, mask, generator) -> CoordinateQueries:
-        coords = active_coordinates(theta, mask)
+    def ask(self, theta, generator, given=NO_INPUTS) -> CoordinateQueries:
+        coords = active_coordinates(theta, given.mask)
         mu = torch.full(coords.shape, self.config.mu, dtype=theta.dtype, device=theta.device)
         if self.config.scheme == "forward":
             return CoordinateQueries(theta.detach(), mu, True, coords)

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import DirectionQueries, Estimator, active_coordinates
+from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates
 
 
 class RGEConfig(PluginConfig):
@@ -36,8 +36,8 @@ class RGE(Estimator):
 
     Config = RGEConfig
 
-    def ask(self, theta, mask, generator) -> DirectionQueries:
-        coords = active_coordinates(theta, mask)
+    def ask(self, theta, generator, given=NO_INPUTS) -> DirectionQueries:
+        coords = active_coordinates(theta, given.mask)
         cfg = self.config
         u = torch.randn(cfg.q, len(coords), generator=generator, dtype=theta.dtype, device=generator.device)
         u = u.to(theta.device)

@@ -136,7 +136,7 @@ def test_zo_gradient_of_the_sol_loss_matches_autograd_through_phiflow(registry, 
     theta = exp.flat.get() + 0.05 * torch.randn(exp.flat.dim)
     theta_g = theta.clone().requires_grad_(True)
     (true,) = torch.autograd.grad(objective(theta_g[None])[0], theta_g)
-    queries = exp.estimator.ask(theta, None, torch.Generator())
+    queries = exp.estimator.ask(theta, torch.Generator())
     grad = exp.estimator.tell(queries, LocalEngine(chunk_size=64).evaluate(objective, queries))
     assert float(torch.nn.functional.cosine_similarity(grad, true, dim=0)) >= 0.99
 
