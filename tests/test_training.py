@@ -98,7 +98,7 @@ def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
     _, loss, used = trainer.gradient(window)
     (given,) = Recording.seen
     assert given.mask is None
-    nog = CorrectionObjective(trainer.exp.runner, trainer.exp.flat, window, "drop")
+    nog = CorrectionObjective(trainer.exp.runner, trainer.exp.flat, window, "identity")  # the default solver_jacobian
     theta = trainer.exp.flat.get().requires_grad_(True)
     (expected,) = torch.autograd.grad(nog(theta[None])[0], theta)
     torch.testing.assert_close(given.surrogate, expected)

@@ -44,9 +44,9 @@ class TrainingConfig(Section):
     seed: int = 0
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    solver_jacobian: Literal["drop", "identity"] = Field(
-        "drop", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
-        "solver's Jacobian taken as zero (drop: stop-gradient) or as the identity (straight through)")
+    solver_jacobian: Literal["identity", "drop"] = Field(
+        "identity", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
+        "solver's Jacobian taken as the identity (straight through) or as zero (drop: stop-gradient)")
 
     @model_validator(mode="after")
     def _window_fits(self):

@@ -7,7 +7,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -44,8 +44,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
-        registry: Registry | None = None) -> RunResult:
+        registry: Registry | None = None,
+        on_step: Callable[[dict[str, Any], Trainer], None] | None = None) -> RunResult:
     """Train and evaluate one experiment, writing everything into its run folder.
+
+    ``on_step(metrics, trainer)`` is called after each optimizer step with that step's metrics
+    (as written to ``metrics.jsonl``): a place for a caller's own monitoring.
 
     If training stops early (an error, Ctrl-C), the weights and metrics so far are still written
     and ``summary.json`` says how it ended.
@@ -57,11 +61,11 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, config.to_json())
     with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
-        return _run(config, out, progress, registry, threads)
+        return _run(config, out, progress, registry, threads, on_step)
 
 
 def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Registry,
-         threads: ThreadPolicy) -> RunResult:
+         threads: ThreadPolicy, callback) -> RunResult:
     exp = Experiment.build(config, registry)
     trainer = Trainer(exp, threads)
     show = config.output.progress if progress is None else progress
@@ -77,6 +81,8 @@ def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Reg
             metrics.flush()
             bar.update(1)
             bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
+            if callback:
+                callback(m, trainer)
 
         try:
             trainer.run(on_step)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-FREE_BELOW = 0.3  # a core that others keep busy less than this is counted free
+# a core that others keep busy at least half the time is theirs: a neighbour that competes with our
+# threads for 2 cores gets about 2/3 of one, and must still count
+FREE_BELOW = 0.5
 RECHECK_S = 20.0
 MIN_WINDOW_S = 0.1  # the counters tick every 10 ms: 10 ticks a core
 

@@ -1,0 +1,268 @@
+"""ZO at growing network sizes on the Karman task: NON, NOG, ZO-SOL with CGE (dense and a 90 %
+sparse model), ZO-SOL guided and FO-SOL, at about 600, 5k and 20k parameters.
+
+    python benchmarks/karman_scaling.py                                   # the whole grid
+    python benchmarks/karman_scaling.py --sizes 608 5378 --seeds 0 --methods non nog zo_guided fo_sol
+    python benchmarks/karman_scaling.py --methods zo_guided --equal-time zo_cge   # CGE for guided's time
+    python benchmarks/karman_scaling.py --report                          # the results file, training nothing
+    python benchmarks/karman_scaling.py --quick                           # smoke test, minutes
+
+Every run keeps its folder under runs/karman_scaling[_quick]/ and is reused when its config is
+unchanged, so the grid can be filled over several sittings; the results file reports every
+finished run found there (with the commands that trained them). Weights are the last step's for every method (no selection
+on any split). Held-out MAE is over a 400-step rollout and over its first 100 steps; the cosine
+of each method's gradient to autograd through PhiFlow (FO) is probed on fixed training windows
+at a few steps. Writes benchmarks/results/karman_scaling[_quick].json and figures beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import zooframe
+from zooframe import figures
+from zooframe.objective import CorrectionObjective
+from zooframe.training import Trainer, WindowSampler, autograd_gradient
+
+from common import RESULTS, command, write_results
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = json.loads((ROOT / "examples" / "karman_zo_sol.json").read_text())
+BASE = {k: v for k, v in MAIN.items() if k in ("simulator", "model", "training", "evaluation")}
+BASE["training"] = {**BASE["training"], "schedule": {"name": "cosine"}}
+BASE["evaluation"] = {"steps": 400, "split": "test"}
+BASE["output"] = {"progress": False}
+
+# hidden channels x hidden layers of the conv corrector (3 x 3 kernels): 608, 5378 and 19970 parameters
+SIZES = {608: (6, 1), 5378: (16, 2), 19970: (32, 2)}
+GUIDED = {"kind": "guided", "q": 32, "alpha": 0.5, "k": 1, "mu": 0.01}
+METHODS = {
+    "non": {"training": {"mode": "non"}},
+    "nog": {"training": {"mode": "nog"}},
+    "zo_cge": {"training": {"mode": "zo"}, "estimator": {"kind": "cge"}},
+    "zo_cge_sparse90": {"training": {"mode": "zo", "optimizer": {"name": "adam", "lr": 0.07}},
+                        "estimator": {"kind": "cge"}, "sparsity": {"method": "zo_grasp", "ratio": 0.9}},
+    "zo_guided": {"training": {"mode": "zo"}, "estimator": GUIDED},
+    "fo_sol": {"training": {"mode": "fo"}},
+}
+PROBE_WINDOWS = 2
+
+
+def run_config(size: int, method: str, seed: int, steps: int, base: dict) -> dict:
+    hidden, depth = SIZES[size]
+    config = copy.deepcopy(base)
+    config["model"].update(hidden_channels=hidden, depth=depth)
+    config["estimator"] = {"kind": "cge"}
+    spec = METHODS[method]
+    for section, values in spec.items():
+        config[section] = {**config.get(section, {}), **copy.deepcopy(values)}
+    config["training"].update(steps=steps, seed=seed)
+    config["name"] = f"{method}_{size}_seed{seed}_{steps}"
+    return config
+
+
+def probe(trainer: Trainer, windows) -> float:
+    """Mean cosine of the trainer's gradient (as its step would take it, on its own copies of
+    the estimator's state and random generator) to the FO gradient of the same windows."""
+    exp = trainer.exp
+    theta = exp.flat.get()
+    mask = trainer.plan.mask(trainer.step) if trainer.plan else None
+    cosines = []
+    for window in windows:
+        fo, _ = autograd_gradient(CorrectionObjective(exp.runner, exp.flat, window, "exact"), theta)
+        saved = exp.estimator, trainer.generator
+        exp.estimator, trainer.generator = copy.deepcopy(saved[0]), torch.Generator().manual_seed(7)
+        try:
+            grad = trainer.gradient(window)[0]
+        finally:
+            exp.estimator, trainer.generator = saved
+        fo = fo if mask is None else fo * mask
+        cosines.append(float(torch.nn.functional.cosine_similarity(grad, fo, dim=0)))
+    return statistics.mean(cosines)
+
+
+def train(config: dict, folder: Path, checkpoints: set[int]) -> dict:
+    """One run (or the finished one in ``folder`` with the same config): its row of figures."""
+    row_file = folder / "scaling_row.json"
+    if row_file.is_file():
+        row = json.loads(row_file.read_text())
+        if row["config"] == config:
+            return row
+    print(f"[{time.strftime('%H:%M:%S')}] {config['name']}", flush=True)
+    probes: dict[int, float] = {}
+    windows: list = []
+
+    def on_step(metrics: dict, trainer: Trainer) -> None:
+        if metrics["step"] in checkpoints and trainer.exp.config.training.mode in ("zo", "nog"):
+            if not windows:
+                sampler = WindowSampler(trainer.exp, BASE["training"]["unroll"])
+                gen = torch.Generator().manual_seed(1234)
+                windows.extend(sampler.sample(-100 - k, gen) for k in range(PROBE_WINDOWS))
+            probes[metrics["step"]] = probe(trainer, windows)
+
+    result = zooframe.run(config, output=folder, on_step=on_step)
+    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    ev = result.summary["evaluation"]
+    per_step = ev["corrected"]["mae_per_step"]
+    row = {"config": config, "parameters": result.summary["parameters"],
+           "active": result.summary.get("sparsity", {}).get("active", result.summary["parameters"]),
+           "mae_100": statistics.mean(per_step[:100]), "mae_400": ev["corrected"]["mae_mean"],
+           "src_mae_100": statistics.mean(ev["src"]["mae_per_step"][:100]), "src_mae_400": ev["src"]["mae_mean"],
+           "queries_per_step": statistics.mean(m["queries"] for m in metrics),
+           "step_s": statistics.median(m["step_s"] for m in metrics),
+           "train_s": sum(m["step_s"] for m in metrics), "steps": len(metrics),
+           "cosine_to_fo": {str(k): v for k, v in sorted(probes.items())}}
+    row_file.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"    MAE 100 {row['mae_100']:.4g}, 400 {row['mae_400']:.4g}; {row['step_s']:.3f} s/step, "
+          f"{row['queries_per_step']:.0f} queries/step; cosine {row['cosine_to_fo']}", flush=True)
+    return row
+
+
+def aggregate(rows: list[dict]) -> dict:
+    def stat(key):
+        values = [r[key] for r in rows]
+        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    out = {"seeds": [r["config"]["training"]["seed"] for r in rows], "steps": rows[0]["steps"],
+           "parameters": rows[0]["parameters"], "active": rows[0]["active"]}
+    for key in ("mae_100", "mae_400", "queries_per_step", "step_s", "train_s"):
+        out[key], out[f"{key}_std"] = stat(key)
+    out["mae_mean"], out["mae_std"] = out["mae_100"], out["mae_100_std"]  # BENCHMARKS.md's headline figure
+    out["queries"] = out["queries_per_step"] * out["steps"]
+    out["wall_s"] = out["train_s"]
+    cos = [r["cosine_to_fo"] for r in rows if r["cosine_to_fo"]]
+    if cos:
+        out["cosine_to_fo"] = {k: statistics.mean(c[k] for c in cos if k in c) for k in cos[0]}
+    return out
+
+
+QUICK = copy.deepcopy(BASE)
+QUICK["simulator"].update(resolution=[48, 24], reference_factor=2, warmup=300,
+                          train_reynolds=[195.3, 781.3, 3125.0], test_reynolds=[585.9, 2343.8])
+QUICK["training"].update(horizon=40, unroll=3)
+QUICK["evaluation"]["steps"] = 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--equal-time", nargs="*", default=[], choices=list(METHODS), metavar="METHOD",
+                        help="also train these methods for the training time of ZO-SOL guided at each size "
+                        "(their step time from their full run, or else from a 3-step run)")
+    parser.add_argument("--report", action="store_true", help="train nothing; report the finished runs")
+    parser.add_argument("--quick", action="store_true", help="the small flow, 608 parameters, 30 steps")
+    args = parser.parse_args()
+    base, name = (QUICK, "karman_scaling_quick") if args.quick else (BASE, "karman_scaling")
+    if args.quick:
+        args.sizes, args.seeds, args.steps = [608], [0], 30
+    runs = ROOT / "runs" / name
+    start = time.perf_counter()
+    if not args.report:
+        train_grid(args, base, runs)
+        with open(runs / "sittings.jsonl", "a") as log:
+            log.write(json.dumps({"command": command(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "wall_s": time.perf_counter() - start}) + "\n")
+    report(runs, name, base, args.steps)
+
+
+def train_grid(args, base: dict, runs: Path) -> None:
+    checkpoints = {1, args.steps // 4, args.steps // 2, args.steps}
+    for size in args.sizes:
+        full = {method: aggregate([train(run_config(size, method, seed, args.steps, base),
+                                         runs / f"{size}" / f"{method}_seed{seed}", checkpoints)
+                                   for seed in args.seeds]) for method in args.methods}
+        if not args.equal_time:
+            continue
+        if "zo_guided" not in full:
+            raise SystemExit("--equal-time needs zo_guided among --methods")
+        for method in args.equal_time:
+            if method == "zo_guided":
+                continue
+            step_s = full[method]["step_s"] if method in full else train(
+                run_config(size, method, args.seeds[0], 3, base), runs / f"{size}" / f"{method}_calibration",
+                set())["step_s"]
+            steps = max(1, round(full["zo_guided"]["train_s"] / step_s))
+            for seed in args.seeds:
+                train(run_config(size, method, seed, steps, base), runs / f"{size}" / f"{method}_seed{seed}_equal_time",
+                      {steps})
+
+
+def report(runs: Path, name: str, base: dict, steps: int) -> None:
+    """The results file from every finished run under ``runs``: per method and size, the mean
+    over seeds of the full-length runs (``steps``) and of the equal-time runs."""
+    groups: dict[str, list[dict]] = {}
+    src: dict[int, dict] = {}
+    for path in sorted(runs.glob("*/*/scaling_row.json")):
+        row = json.loads(path.read_text())
+        size, folder = int(path.parent.parent.name), path.parent.name
+        method = folder.split("_seed")[0].removesuffix("_calibration")
+        src.setdefault(size, {"mae_100": row["src_mae_100"], "mae_400": row["src_mae_400"],
+                              "mae_mean": row["src_mae_100"], "mae_std": 0.0, "queries": 0, "wall_s": 0.0})
+        if folder.endswith("_equal_time"):
+            groups.setdefault(f"{method}_{size}_equal_time", []).append(row)
+        elif "_seed" in folder and row["steps"] == steps:
+            groups.setdefault(f"{method}_{size}", []).append(row)
+    methods = {key: aggregate(rows) for key, rows in sorted(groups.items())}
+    methods.update({f"src_{size}": row for size, row in sorted(src.items())})
+    sizes = sorted(src)
+    ratios = {}
+    for size in sizes:
+        m = {k.removesuffix(f"_{size}"): v for k, v in methods.items() if k.endswith(f"_{size}")}
+        for a, b in (("non", "zo_guided"), ("non", "zo_cge"), ("nog", "zo_guided"), ("nog", "zo_cge"),
+                     ("zo_guided", "fo_sol"), ("zo_cge", "fo_sol"), ("nog", "fo_sol"), ("non", "src"),
+                     ("zo_guided", "src")):
+            if a in m and b in m:
+                for horizon in ("100", "400"):
+                    ratios[f"{a}_over_{b}_{horizon}_{size}"] = m[a][f"mae_{horizon}"] / m[b][f"mae_{horizon}"]
+        if "zo_guided" in m and "zo_cge" in m:
+            ratios[f"zo_guided_queries_over_zo_cge_{size}"] = (m["zo_guided"]["queries_per_step"]
+                                                               / m["zo_cge"]["queries_per_step"])
+    figs = plot(methods, sizes, name) if figures.available() else []
+    sittings = [json.loads(line) for line in (runs / "sittings.jsonl").read_text().splitlines()] \
+        if (runs / "sittings.jsonl").is_file() else []
+    config = {"base": base, "sizes": {s: SIZES[s] for s in sizes}, "methods": METHODS, "steps": steps,
+              "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": sittings}
+    path = write_results(name, config, methods, ratios, figures=figs)
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {path}")
+
+
+def plot(methods: dict, sizes: list[int], name: str) -> list[str]:
+    plt = figures._pyplot()
+    out = []
+    for x_key, label, file in (("queries", "queries per run", "mae_vs_queries"),
+                               ("parameters", "parameters", "mae_vs_parameters")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in METHODS:
+            points = [(methods[k][x_key], methods[k]["mae_100"]) for s in sizes if (k := f"{method}_{s}") in methods]
+            points = [(max(x, 1), y) for x, y in points]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel(label + (" (FO, NOG, NON: 0, drawn at 1)" if x_key == "queries" else ""))
+        ax.set_ylabel("held-out MAE, 100 steps")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = RESULTS / f"{name}-{file}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        out.append(path.name)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The thread policy: counts the cores other processes keep busy, and leaves them alone."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from zooframe import threads
+from zooframe.threads import ThreadPolicy, choose
+
+from .helpers import small
+
+
+@pytest.mark.parametrize("cores, others, expected", [
+    (2, 0.0, 2), (2, 0.2, 2), (2, 0.67, 1), (2, 1.0, 1), (2, 2.0, 1), (16, 3.1, 13), (16, 0.0, 16)])
+def test_choose_leaves_the_cores_others_use(cores, others, expected):
+    assert choose(cores, others) == expected
+
+
+def test_a_fixed_count_is_set_and_restored():
+    before = torch.get_num_threads()
+    with ThreadPolicy(1) as policy:
+        assert torch.get_num_threads() == 1 == policy.update(force=True)
+    assert torch.get_num_threads() == before
+
+
+def test_auto_sees_a_busy_neighbour_and_not_its_own_work():
+    if threads._busy_and_total(threads.usable_cores()) is None:
+        pytest.skip("no /proc/stat")
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    neighbour = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)
+        policy = ThreadPolicy("auto")
+        policy._mark()
+        x = torch.randn(400, 400)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:  # our own work must not count as a neighbour's
+            x = (x @ x).tanh()
+        assert policy.others_busy() == pytest.approx(1.0, abs=0.35)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        policy.restore()
+
+
+def test_a_run_records_its_threads(tmp_path):
+    import json
+
+    import zooframe
+
+    config = small(steps=2)
+    config["execution"] = {"threads": 1}
+    result = zooframe.run(config, output=tmp_path, progress=False)
+    assert result.summary["threads"] == {"setting": 1, "checks": []}
+    assert [json.loads(line)["threads"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 1]
