@@ -244,16 +244,18 @@ def report(runs: Path, name: str, base: dict, steps: int) -> None:
 def plot(methods: dict, sizes: list[int], name: str) -> list[str]:
     plt = figures._pyplot()
     out = []
-    for x_key, label, file in (("queries", "queries per run", "mae_vs_queries"),
-                               ("parameters", "parameters", "mae_vs_parameters")):
+    def rollouts(row):  # FO, NOG and NON query nothing, but each step runs one rollout at theta
+        return max(row["queries"], row["steps"])
+
+    for x, label, file in ((rollouts, "rollouts per run (a ZO query is one)", "mae_vs_queries"),
+                           (lambda row: row["parameters"], "parameters", "mae_vs_parameters")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method in METHODS:
-            points = [(methods[k][x_key], methods[k]["mae_100"]) for s in sizes if (k := f"{method}_{s}") in methods]
-            points = [(max(x, 1), y) for x, y in points]
+            points = [(x(methods[k]), methods[k]["mae_100"]) for s in sizes if (k := f"{method}_{s}") in methods]
             if points:
                 ax.plot(*zip(*points), marker="o", label=method)
         ax.set_xscale("log")
-        ax.set_xlabel(label + (" (FO, NOG, NON: 0, drawn at 1)" if x_key == "queries" else ""))
+        ax.set_xlabel(label)
         ax.set_ylabel("held-out MAE, 100 steps")
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -28,6 +28,7 @@ from zooframe.flat_params import FlatParams
 from zooframe.objective import CorrectionObjective
 from zooframe.process_engine import ProcessEngine
 from zooframe.ray_engine import RayEngine
+from zooframe.threads import ThreadPolicy
 from zooframe.training import WindowSampler
 
 from common import write_results
@@ -178,6 +179,16 @@ def measure(name: str, config: dict, repeats: int, turns: int, loop_queries: int
     return {"methods": methods, "ratios": ratios, "setup": info}
 
 
+def measure_all(args) -> dict:
+    return {"karman": measure("karman", karman_config(), args.repeats, args.turns, args.loop_queries),
+             # PhiFlow's CG (warm-started) instead of the exact solve: what the engine does with a costlier step
+             "karman_cg": measure("karman_cg", karman_config("cg"), args.repeats, args.turns, args.loop_queries),
+             "burgers": measure("burgers", burgers_config(), args.repeats, args.turns, args.loop_queries),
+             # 3.4x the queries per estimate: how the backends scale with the size of a chunk
+             "burgers_16_channels": measure("burgers_16_channels", burgers_config(hidden_channels=16),
+                                            args.repeats, args.turns, args.loop_queries)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -185,14 +196,9 @@ def main() -> None:
                         "the noisiest figure here)")
     parser.add_argument("--loop-queries", type=int, default=24, help="queries timed in the DeepZero-style loop")
     args = parser.parse_args()
-    tasks = {"karman": measure("karman", karman_config(), args.repeats, args.turns, args.loop_queries),
-             # PhiFlow's CG (warm-started) instead of the exact solve: what the engine does with a costlier step
-             "karman_cg": measure("karman_cg", karman_config("cg"), args.repeats, args.turns, args.loop_queries),
-             "burgers": measure("burgers", burgers_config(), args.repeats, args.turns, args.loop_queries),
-             # 3.4x the queries per estimate: how the backends scale with the size of a chunk
-             "burgers_16_channels": measure("burgers_16_channels", burgers_config(hidden_channels=16),
-                                            args.repeats, args.turns, args.loop_queries)}
-    config = {"repeats": args.repeats, "turns": args.turns,
+    with ThreadPolicy("auto") as threads:  # as a run's default setting would drive the local engine
+        tasks = measure_all(args)
+    config = {"repeats": args.repeats, "turns": args.turns, "threads": {"setting": "auto", "checks": threads.history},
               "timing": "median over repeats, one full CGE estimate per repeat; ray_1 and ray_2 take turns (one "
                         "estimate each per turn) and their ratio is the median of the per-turn ratios",
               "estimate_shares": "local engine, one CGE estimate: simulator calls, the network, the rest",

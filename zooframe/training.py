@@ -114,7 +114,7 @@ def check_inputs(exp: Experiment) -> None:
                             f"provide (it provides: {', '.join(sorted(PROVIDED_INPUTS))})")
     if exp.config.sparsity.method != "none" and "mask" not in estimator.inputs:
         raise ZooframeError(f"estimator {kind!r} takes no sparsity mask; set sparsity.method to 'none' or use an "
-                            "estimator that takes one (cge, rge, guided)")
+                            "estimator whose inputs include 'mask' (the built-in cge, rge and guided do)")
 
 
 class Trainer:
@@ -136,7 +136,7 @@ class Trainer:
         cfg = exp.config.training
         if cfg.mode == "fo" and not exp.simulator.differentiable:
             raise ZooframeError(f"training.mode 'fo' needs a differentiable simulator, and "
-                                f"{exp.config.simulator.kind!r} is not; use 'zo' or 'non'")
+                                f"{exp.config.simulator.kind!r} is not; use 'zo', 'nog' or 'non'")
         self.unroll = 1 if cfg.mode == "non" else cfg.unroll
         self.jacobian = "exact" if cfg.mode == "fo" else cfg.solver_jacobian
         if cfg.mode == "zo":

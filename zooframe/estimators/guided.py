@@ -66,10 +66,10 @@ class Guided(Estimator):
         n = len(coords)
         basis = _orthonormal(torch.stack([s[coords] for s in self.history], dim=1))  # [n, k']
         k = basis.shape[1]
-        alpha = cfg.alpha if k else 1.0
+        alpha = cfg.alpha if k else 1.0  # no subspace yet (a zero surrogate): isotropic search
         z = torch.randn(cfg.q, n, generator=generator, dtype=theta.dtype, device=generator.device).to(theta.device)
         eps = (alpha / n) ** 0.5 * z
-        beta = n / alpha if alpha else float(k)
+        beta = float(n)
         if k:
             w = torch.randn(cfg.q, k, generator=generator, dtype=theta.dtype, device=generator.device)
             eps = eps + ((1 - alpha) / k) ** 0.5 * w.to(theta.device) @ basis.T
