@@ -102,7 +102,8 @@ def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Reg
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
-                           worker_restarts=trainer.engine.restarts, threads={"setting": threads.setting, "checks": threads.history})
+                           worker_restarts=trainer.engine.restarts,
+                           threads={"setting": threads.setting, "checks": threads.history})
             _write_json(out / SUMMARY_FILE, summary)
     if trainer.plan and config.sparsity.use == "model":
         summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}

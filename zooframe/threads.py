@@ -1,9 +1,9 @@
 """How many torch threads this process runs with: the cores that other processes leave free.
 
 Intra-op parallelism waits at every operation for its slowest thread, so a thread that shares
-its core with a busy neighbour slows the whole step: on 2 cores beside one busy process, the
-main job's step took 2.0-2.5 s with 2 threads and 1.2 s with 1, while on a quiet machine 2
-threads are twice as fast as 1 (benchmarks/threads.py). ``auto`` therefore counts the cores
+its core with a busy neighbour slows the whole step: on 2 cores beside one busy process, a Karman
+step (examples/karman_zo_sol.json) took 5.1x and a Burgers step 24x longer with 2 threads than
+with 1, while on a quiet machine 2 threads were 1.9x and 1.5x faster (benchmarks/threads.py). ``auto`` therefore counts the cores
 that others keep busy (Linux: ``/proc/stat`` less this process's own CPU time) and re-checks as
 the run goes, without sampling anything: each check reads the counters since the last one.
 """

@@ -82,8 +82,8 @@ class StepInputs:
 
     - ``mask`` ``[d]`` (bool): the active coordinates of a sparse model or gradient;
     - ``surrogate`` ``[d]``: a free, biased gradient at theta, from autograd through the network's
-      corrections along the rollout with the simulator's Jacobian dropped (``training.solver_jacobian``);
-      never the gradient itself.
+      corrections along the rollout with the simulator's Jacobian taken as the identity or dropped
+      (``training.solver_jacobian``); never the gradient itself.
     """
 
     mask: torch.Tensor | None = None
