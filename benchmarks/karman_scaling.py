@@ -31,7 +31,7 @@ import torch
 import zooframe
 from zooframe import figures
 from zooframe.objective import CorrectionObjective
-from zooframe.training import Trainer, WindowSampler, autograd_gradient
+from zooframe.training import Trainer, autograd_gradient
 
 from common import RESULTS, command, write_results
 
@@ -106,7 +106,7 @@ def train(config: dict, folder: Path, checkpoints: set[int]) -> dict:
     def on_step(metrics: dict, trainer: Trainer) -> None:
         if metrics["step"] in checkpoints and trainer.exp.config.training.mode in ("zo", "nog"):
             if not windows:
-                sampler = WindowSampler(trainer.exp, BASE["training"]["unroll"])
+                sampler = trainer.exp.sampler(BASE["training"]["unroll"])
                 gen = torch.Generator().manual_seed(1234)
                 windows.extend(sampler.sample(-100 - k, gen) for k in range(PROBE_WINDOWS))
             probes[metrics["step"]] = probe(trainer, windows)

@@ -29,7 +29,6 @@ from zooframe.objective import CorrectionObjective
 from zooframe.process_engine import ProcessEngine
 from zooframe.ray_engine import RayEngine
 from zooframe.threads import ThreadPolicy
-from zooframe.training import WindowSampler
 
 from common import write_results
 
@@ -123,7 +122,7 @@ def deepzero_loop(exp: Experiment, objective: CorrectionObjective, coords: list[
 def measure(name: str, config: dict, repeats: int, turns: int, loop_queries: int) -> dict:
     config = zooframe.load_config(config)
     exp = Experiment.build(config)
-    objective = TimedObjective(exp.runner, exp.flat, WindowSampler(exp, config.training.unroll).sample(0))
+    objective = TimedObjective(exp.runner, exp.flat, exp.sampler(config.training.unroll).sample(0))
     queries = exp.estimator.ask(exp.flat.get(), torch.Generator())
     n = len(queries)
     print(f"[{name}] {n} queries per estimate, {len(objective.window.cases)} cases per query", flush=True)
@@ -148,14 +147,14 @@ def measure(name: str, config: dict, repeats: int, turns: int, loop_queries: int
         methods["local"]["step_s"] = statistics.median(m["step_s"] for m in steps)
         del result
 
-    with ProcessEngine(config.to_json(), 2, n) as engine:
+    with ProcessEngine(exp.worker_spec(), 2, n) as engine:
         engine.evaluate(objective, queries)  # warm-up: worker start-up and traces
         methods["process_2"] = {"per_query_s": timed(lambda: engine.evaluate(objective, queries), repeats) / n}
 
     # one Ray instance for both engines (3 actors on 2 cores: only the engine being timed is busy)
     ray.init(address="local", num_cpus=3, include_dashboard=False, object_store_memory=200 * 2**20)
     try:
-        with RayEngine(config.to_json(), 1, n) as ray_1, RayEngine(config.to_json(), 2, n) as ray_2:
+        with RayEngine(exp.worker_spec(), 1, n) as ray_1, RayEngine(exp.worker_spec(), 2, n) as ray_2:
             engines = {"ray_1": ray_1, "ray_2": ray_2}
             for engine in engines.values():
                 engine.evaluate(objective, queries)  # warm-up: worker start-up and traces

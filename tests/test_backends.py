@@ -13,7 +13,6 @@ from zooframe.engine import LocalEngine, RemoteEngine, WorkerLost, auto_chunk_si
 from zooframe.estimators.cge import CGE, CGEConfig
 from zooframe.experiment import Experiment
 from zooframe.objective import CorrectionObjective
-from zooframe.training import WindowSampler
 
 from .helpers import small
 
@@ -29,9 +28,10 @@ def ray_instance():
     ray.shutdown()
 
 
-def estimate(engine, config):
+def estimate(make_engine, config):
     exp = Experiment.build(zooframe.load_config(config))
-    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
+    engine = make_engine(exp)
+    objective = CorrectionObjective(exp.runner, exp.flat, exp.sampler(3).sample(0))
     cge = CGE(CGEConfig(kind="cge"))
     queries = cge.ask(exp.flat.get() + 0.01, torch.Generator())
     with engine:
@@ -44,9 +44,9 @@ def test_backends_give_the_local_estimate(ray_instance, backend, workers):
     from zooframe.ray_engine import RayEngine
 
     config = small()
-    expected, _ = estimate(LocalEngine(chunk_size=1000), config)
+    expected, _ = estimate(lambda exp: LocalEngine(chunk_size=1000), config)
     cls = ProcessEngine if backend == "process" else RayEngine
-    got, engine = estimate(cls(zooframe.load_config(config).to_json(), workers, chunk_size=16), config)
+    got, engine = estimate(lambda exp: cls(exp.worker_spec(), workers, chunk_size=16), config)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert engine.queries == len(expected) + 1 and engine.remote_seconds > 0
 
@@ -61,12 +61,12 @@ def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
     assert ray.is_initialized()  # the engine joined the session's instance and left it running
 
 
-def remote_engine(backend, config, workers=2, **options):
+def remote_engine(backend, exp, workers=2, **options):
     from zooframe.process_engine import ProcessEngine
     from zooframe.ray_engine import RayEngine
 
     cls = ProcessEngine if backend == "process" else RayEngine
-    return cls(config.to_json(), workers, chunk_size=16, **options)
+    return cls(exp.worker_spec(), workers, chunk_size=16, **options)
 
 
 def worker_pid(engine) -> int:
@@ -78,18 +78,17 @@ def worker_pid(engine) -> int:
 
 
 def cge_step():
-    """The small config, one step's objective and its CGE queries."""
-    config = zooframe.load_config(small())
-    exp = Experiment.build(config)
-    objective = CorrectionObjective(exp.runner, exp.flat, WindowSampler(exp, 3).sample(0))
-    return config, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), torch.Generator())
+    """The small experiment, one step's objective and its CGE queries."""
+    exp = Experiment.build(zooframe.load_config(small()))
+    objective = CorrectionObjective(exp.runner, exp.flat, exp.sampler(3).sample(0))
+    return exp, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), torch.Generator())
 
 
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
-    config, objective, queries = cge_step()
+    exp, objective, queries = cge_step()
     # one worker: in a pool of two, the other could answer all queries before the pool notices the death
-    with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
+    with remote_engine(backend, exp, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
         os.kill(worker_pid(engine), signal.SIGKILL)  # as a crashing simulator or a lost node would
         torch.testing.assert_close(engine.evaluate(objective, queries), expected)
@@ -101,9 +100,9 @@ def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, back
 
 @pytest.mark.parametrize("backend", ["process", "ray"])
 def test_a_hung_worker_is_stopped_and_replaced(ray_instance, backend):
-    config, objective, queries = cge_step()
+    exp, objective, queries = cge_step()
     # one worker: a pool's other worker would take over the queries of a frozen one that holds none
-    with remote_engine(backend, config, workers=1, max_restarts=1) as engine:
+    with remote_engine(backend, exp, workers=1, max_restarts=1) as engine:
         expected = engine.evaluate(objective, queries)
         engine.timeout_s = 3
         os.kill(worker_pid(engine), signal.SIGSTOP)  # frozen, as a simulator that never returns

@@ -10,7 +10,6 @@ from zooframe.engine import LocalEngine
 from zooframe.experiment import Experiment
 from zooframe.flat_params import FlatParams
 from zooframe.objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner
-from zooframe.training import WindowSampler
 
 from .helpers import registry_with_opaque, small
 
@@ -19,7 +18,7 @@ def setup(config=None, registry=None, dtype="float64"):
     config = config or small()
     config["execution"] = {"dtype": dtype}
     exp = Experiment.build(zooframe.load_config(config, registry), registry)
-    window = WindowSampler(exp, exp.config.training.unroll).sample(0)
+    window = exp.sampler(exp.config.training.unroll).sample(0)
     return exp, window
 
 

@@ -19,12 +19,18 @@ class MyConfig(zooframe.PluginConfig):
 class MyEstimator(zooframe.Estimator):
     Config = MyConfig
 
+    def ask(self, theta, generator, given):
+        return theta[None]
+
+    def tell(self, losses):
+        return losses
+
 
 class FakeCGEConfig(zooframe.PluginConfig):
     kind: Literal["cge"]
 
 
-class FakeCGE(zooframe.Estimator):
+class FakeCGE(MyEstimator):
     Config = FakeCGEConfig
 
 
@@ -73,6 +79,20 @@ def test_a_third_party_plugin_joins_the_config_and_the_schema():
     config = zooframe.load_config({"simulator": {"kind": "burgers"}, "model": {"kind": "mlp"},
                                    "estimator": {"kind": "my_estimator"}}, reg)
     assert isinstance(config.estimator, MyConfig)
+
+
+def test_a_plugin_missing_a_required_method_is_refused_at_registration(monkeypatch):
+    class HalfEstimator(zooframe.Estimator):
+        Config = MyConfig
+
+        def ask(self, theta, generator, given):
+            return theta[None]
+
+    fake_entry_points(monkeypatch, FakeEntryPoint("half", lambda: plugin_module("half", HalfEstimator)))
+    with pytest.warns(UserWarning, match="HalfEstimator.*does not implement tell"):
+        reg = Registry(load_external=True)
+    assert "my_estimator" not in reg.kinds("estimator")
+    assert reg.failures[0].provider == "half-dist" and "tell" in reg.failures[0].error
 
 
 def test_duplicate_kind_names_both_providers():

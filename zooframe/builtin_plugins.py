@@ -6,12 +6,20 @@ from .estimators.rge import RGE
 from .hookspecs import hookimpl
 from .models.conv import ConvModel
 from .models.mlp import MLPModel
+from .reference import SimulatorReference
+from .reference_file import FileReference
 from .simulators.burgers import Burgers
 
 
 @hookimpl
 def register_simulators(register):
     register(Burgers)
+
+
+@hookimpl
+def register_references(register):
+    register(SimulatorReference)
+    register(FileReference)
 
 
 @hookimpl

@@ -57,7 +57,7 @@ class TrainingConfig(Section):
 
 class EvaluationConfig(Section):
     steps: int = Field(100, ge=1, description="rollout length on the held-out cases")
-    split: str = Field("test", description="the simulator's case set to evaluate on")
+    split: str = Field("test", description="the reference source's case set to evaluate on")
 
 
 class SparsityConfig(Section):
@@ -147,6 +147,10 @@ def experiment_model(registry: Registry | None = None) -> type[ExperimentBase]:
     if cached is None:
         fields = {c: (plugin_union(registry, c), Field(..., description=f"the {c} plugin and its options"))
                   for c in ("simulator", "model", "estimator")}
+        source = registry.get("reference", "simulator").config_cls
+        fields["reference"] = (plugin_union(registry, "reference"), Field(
+            default_factory=lambda: source(kind="simulator"), description="where the cases and reference "
+            "trajectories come from (default: the simulator's own high-fidelity mode)"))
         cached = create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
         registry._experiment_model = cached
     return cached

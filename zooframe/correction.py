@@ -18,6 +18,7 @@ class CorrectionNetwork(nn.Module):
                  valid: torch.Tensor | None = None):
         super().__init__()
         self.net = net
+        self.channels, self.features = channels, features
         shape = (1, -1) + (1,) * spatial_dims
         self.register_buffer("valid", None if valid is None else valid.to(torch.get_default_dtype())[None])
         self.register_buffer("state_mean", torch.zeros(channels).view(shape))

@@ -76,8 +76,12 @@ def spread(n: int, workers: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 class RemoteEngine(Engine):
-    """Spreads each query set over ``workers`` and gathers the values in order. Only the
-    step's window, the model's buffers and each chunk's query subset (not its materialized
+    """Spreads each query set over ``workers`` and gathers the values in order.
+
+    It evaluates any objective that can describe itself to a worker: ``objective.portable()``
+    returns a picklable :class:`zooframe.objective.Recipe`, which the worker builds once per step
+    on its own warm simulator and network. Only the recipe (for the correction task: the step's
+    window and the model's buffers) and each chunk's query subset (not its materialized
     parameter vectors) travel.
 
     A worker that dies (its simulator crashed, its node went away) or, with ``timeout_s``, keeps a
@@ -94,14 +98,13 @@ class RemoteEngine(Engine):
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
         from .errors import ZooframeError
-        from .objective import CorrectionObjective
 
-        if not isinstance(objective, CorrectionObjective):
-            raise ZooframeError(f"the {type(self).__name__} evaluates solver-in-the-loop objectives only; "
-                                "use execution.backend 'local'")
-        buffers = dict(objective.flat.module.named_buffers())
-        tasks = [(objective.token, objective.window, buffers, queries.subset(a, b))
-                 for a, b in spread(len(queries), self.workers, self.chunk_size)]
+        if not callable(getattr(objective, "portable", None)):
+            raise ZooframeError(f"the {self.backend} backend sends objectives to workers, and "
+                                f"{type(objective).__name__} cannot describe itself to one (it has no portable() "
+                                "returning a zooframe.objective.Recipe); use execution.backend 'local'")
+        recipe = objective.portable()
+        tasks = [(recipe, queries.subset(a, b)) for a, b in spread(len(queries), self.workers, self.chunk_size)]
         results = self._gather(tasks)
         self.queries += len(queries)
         self.remote_seconds += sum(seconds for _, seconds in results)

@@ -1,34 +1,85 @@
-"""An experiment's live objects, built once from its config."""
+"""The one place that turns a config and the registry into live objects.
+
+:meth:`Experiment.build` resolves each plugin section to its class, builds the simulator, the
+reference source, the model and the estimator, and offers the engine, the optimizer and the
+window sampler built from them. Everything below (trainer, engines, workers, evaluation) gets
+plain objects. Workers get a :class:`WorkerSpec`: plugin classes and their configs, picklable,
+so that they never consult a registry of their own.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 
 from .config import ExperimentBase
 from .correction import CorrectionNetwork
+from .engine import Engine, LocalEngine, auto_chunk_size
 from .errors import ZooframeError
 from .estimators.base import Estimator
 from .flat_params import FlatParams
 from .models.base import ModelSpec
 from .objective import SimulatorRunner
-from .registry import Registry, get_registry
-from .simulator import Case, Simulator
+from .plugin_base import Plugin, PluginConfig
+from .reference import ReferenceSource
+from .registry import CATEGORIES, Registry, get_registry
+from .simulator import Case, Simulator, StateSpec
+from .windows import WindowSampler
 
 
-def build_correction(registry: Registry, model_config, channels: int, features: int,
-                     spatial_shape: tuple[int, ...], valid: torch.Tensor | None = None) -> CorrectionNetwork:
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin class and its config: enough to build the plugin anywhere the class imports."""
+
+    cls: type[Plugin]
+    config: PluginConfig
+
+    def build(self, *args, **kwargs) -> Any:
+        return self.cls(self.config, *args, **kwargs)
+
+
+def resolve(category: str, config: PluginConfig | dict, registry: Registry | None = None) -> PluginSpec:
+    """The registered class of a plugin config (or of its JSON form, validated here)."""
+    info = (registry or get_registry()).get(category, config["kind"] if isinstance(config, dict) else config.kind)
+    return PluginSpec(info.cls, info.config_cls.model_validate(config) if isinstance(config, dict) else config)
+
+
+def build_correction(model: PluginSpec, channels: int, features: int, spatial_shape: tuple[int, ...],
+                     valid: torch.Tensor | None = None) -> CorrectionNetwork:
     """The model plugin's network inside the core's normalization and case-feature wrapper."""
-    net = registry.create("model", model_config).build(ModelSpec(channels + features, channels, tuple(spatial_shape)))
+    net = model.build().build(ModelSpec(channels + features, channels, tuple(spatial_shape)))
     return CorrectionNetwork(net, channels, features, len(spatial_shape), valid)
+
+
+def correction_for(model: PluginSpec, spec: StateSpec, features: int) -> CorrectionNetwork:
+    return build_correction(model, spec.num_channels, features, spec.spatial_shape, spec.valid)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What an evaluation worker builds its warm simulator and the network's structure from."""
+
+    simulator: PluginSpec
+    model: PluginSpec
+    features: int
+    device: str
+    dtype: str
+
+    def build(self) -> tuple[SimulatorRunner, FlatParams]:
+        simulator = self.simulator.build(device=self.device)
+        model = correction_for(self.model, simulator.state_spec, self.features)
+        return SimulatorRunner(simulator), FlatParams(model.to(self.device, getattr(torch, self.dtype)))
 
 
 @dataclass
 class Experiment:
     config: ExperimentBase
+    parts: dict[str, PluginSpec]
     simulator: Simulator
+    source: ReferenceSource
     runner: SimulatorRunner
     estimator: Estimator
     model: CorrectionNetwork
@@ -36,6 +87,7 @@ class Experiment:
     device: torch.device
     dtype: torch.dtype
     mask: torch.Tensor | None = None  # the sparsity mask of a finished run, when it had one
+    splits: dict[str, list[Case]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: ExperimentBase, registry: Registry | None = None) -> "Experiment":
@@ -44,30 +96,86 @@ class Experiment:
         if ex.device == "cuda" and not torch.cuda.is_available():
             raise ZooframeError("execution.device is 'cuda' but PyTorch sees no CUDA device; use 'cpu'")
         device, dtype = torch.device(ex.device), getattr(torch, ex.dtype)
-        simulator = registry.create("simulator", config.simulator, device=device)
-        spec = simulator.state_spec
-        splits = simulator.cases()
+        parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES}
+        simulator = parts["simulator"].build(device=device)
+        source = parts["reference"].build(simulator, device=device)
+        splits = {name: list(cases) for name, cases in source.cases().items()}
         for split in ("train", config.evaluation.split):
             if not splits.get(split):
-                raise ZooframeError(f"simulator {config.simulator.kind!r} offers no {split!r} cases "
-                                    f"(it has: {', '.join(splits) or 'none'})")
-        n_features = simulator.case_features(splits["train"][:1]).shape[1]
+                raise ZooframeError(f"{source.describe()} offers no {split!r} cases (it has: "
+                                    f"{', '.join(splits) or 'none'})")
+        needed = {"training.horizon": config.training.horizon, "evaluation.steps": config.evaluation.steps}
+        for name, steps in needed.items():
+            if source.max_steps is not None and steps > source.max_steps:
+                raise ZooframeError(f"{name} is {steps}, but {source.describe()} holds {source.max_steps} steps "
+                                    f"per case; set {name} to at most {source.max_steps}")
+        n_features = source.features(splits["train"][:1]).shape[1]
         torch.manual_seed(config.training.seed)
-        model = build_correction(registry, config.model, spec.num_channels, n_features, spec.spatial_shape,
-                                 spec.valid).to(device, dtype)
-        estimator = registry.create("estimator", config.estimator)
-        return cls(config, simulator, SimulatorRunner(simulator), estimator, model, FlatParams(model), device, dtype)
+        model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)
+        return cls(config, parts, simulator, source, SimulatorRunner(simulator), parts["estimator"].build(), model,
+                   FlatParams(model), device, dtype, splits=splits)
 
+    # --- the task -------------------------------------------------------------------------------
     def cases(self, split: str) -> list[Case]:
-        return list(self.simulator.cases()[split])
+        if split not in self.splits:
+            raise ZooframeError(f"no case set {split!r}: {self.source.describe()} has "
+                                f"{', '.join(sorted(self.splits))}")
+        return self.splits[split]
 
     def features(self, cases: Sequence[Case]) -> torch.Tensor:
-        return torch.as_tensor(self.simulator.case_features(cases), device=self.device, dtype=self.dtype)
+        return torch.as_tensor(self.source.features(cases), device=self.device, dtype=self.dtype)
 
     def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
-        ref = torch.as_tensor(self.simulator.reference(cases, steps), device=self.device, dtype=self.dtype)
+        ref = torch.as_tensor(self.source.trajectories(cases, steps), device=self.device, dtype=self.dtype)
         expected = (len(cases), steps + 1, *self.simulator.state_spec.shape)
         if tuple(ref.shape) != expected:
-            raise ZooframeError(f"{type(self.simulator).__name__}.reference returned shape {tuple(ref.shape)}, "
+            raise ZooframeError(f"{self.source.describe()} returned trajectories of shape {tuple(ref.shape)}, "
                                 f"expected {expected}")
         return ref
+
+    # --- what the trainer runs on ---------------------------------------------------------------
+    def sampler(self, unroll: int) -> WindowSampler:
+        cfg = self.config.training
+        cases = self.cases("train")
+        return WindowSampler(cases, self.features(cases), self.reference(cases, cfg.horizon), unroll,
+                             cfg.cases_per_step, cfg.seed)
+
+    def worker_spec(self) -> WorkerSpec:
+        return WorkerSpec(self.parts["simulator"], self.parts["model"], self.model.features,
+                          str(self.device), self.config.execution.dtype)
+
+    def engine(self, rows_per_query: int) -> Engine:
+        ex = self.config.execution
+        chunk = ex.chunk_size
+        if chunk == "auto":
+            spec = self.simulator.state_spec
+            chunk = auto_chunk_size(rows_per_query, math.prod(spec.shape), self.flat.dim,
+                                    torch.finfo(self.dtype).bits // 8, ex.memory_budget_mb)
+        if ex.backend == "process":
+            from .process_engine import ProcessEngine
+
+            return ProcessEngine(self.worker_spec(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts,
+                                 ex.worker_timeout_s)
+        if ex.backend == "ray":
+            from .ray_engine import RayEngine
+
+            return RayEngine(self.worker_spec(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
+                             ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
+        return LocalEngine(chunk)
+
+    def optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        cfg = self.config.training
+        o, s = cfg.optimizer, cfg.schedule
+        params = self.model.parameters()
+        if o.name == "sgd":
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.name](params, lr=o.lr,
+                                                                                  weight_decay=o.weight_decay)
+        if s.name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=s.min_lr)
+        elif s.name == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return opt, sched

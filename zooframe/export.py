@@ -11,8 +11,8 @@ import torch
 
 from .correction import CorrectionNetwork
 from .errors import ZooframeError
-from .experiment import Experiment, build_correction
-from .registry import Registry, get_registry
+from .experiment import Experiment, build_correction, resolve
+from .registry import Registry
 
 FORMAT = "zooframe-sparse-1"
 
@@ -32,7 +32,7 @@ def export_correction(exp: Experiment, path: str | Path) -> dict[str, Any]:
         nonzeros += int(keep.sum())
     buffers = {k: v.detach().cpu() for k, v in exp.model.named_buffers()}
     torch.save({"format": FORMAT, "model": exp.config.model.model_dump(mode="json"),
-                "channels": spec.num_channels, "features": exp.model.feature_mean.shape[1],
+                "channels": spec.num_channels, "features": exp.model.features,
                 "spatial_shape": list(spec.spatial_shape), "params": params, "buffers": buffers}, path)
     return {"parameters": exp.flat.dim, "nonzeros": nonzeros, "dense_bytes": dense_bytes,
             "sparse_bytes": sparse_bytes, "file_bytes": Path(path).stat().st_size}
@@ -43,10 +43,8 @@ def load_correction(path: str | Path, registry: Registry | None = None) -> Corre
     data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ZooframeError(f"{path} is not a zooframe sparse export ({FORMAT})")
-    registry = registry or get_registry()
-    config = registry.get("model", data["model"]["kind"]).config_cls.model_validate(data["model"])
     valid = data["buffers"].get("valid")
-    net = build_correction(registry, config, data["channels"], data["features"], tuple(data["spatial_shape"]),
+    net = build_correction(resolve("model", data["model"], registry), data["channels"], data["features"], tuple(data["spatial_shape"]),
                            None if valid is None else valid[0].bool())
     state = dict(data["buffers"])
     for name, p in data["params"].items():

@@ -26,6 +26,11 @@ def register_simulators(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_references(register: Callable[[type], None]) -> None:
+    """Register :class:`zooframe.ReferenceSource` subclasses."""
+
+
+@hookspec
 def register_estimators(register: Callable[[type], None]) -> None:
     """Register :class:`zooframe.Estimator` subclasses."""
 

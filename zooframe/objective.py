@@ -13,13 +13,9 @@ from typing import Literal, Sequence
 
 import torch
 
-from .errors import ZooframeError
+from .faults import SimulatorShapeError
 from .flat_params import FlatParams
 from .simulator import Case, Simulator
-
-
-class SimulatorFault(ZooframeError):
-    """A simulator call that returned something unusable."""
 
 
 class SimulatorRunner:
@@ -39,7 +35,7 @@ class SimulatorRunner:
         self.rows += state.shape[0]
         out = torch.as_tensor(out, dtype=state.dtype, device=state.device)
         if out.shape != state.shape:
-            raise SimulatorFault(f"{type(self.simulator).__name__}.step returned shape {tuple(out.shape)} "
+            raise SimulatorShapeError(f"{type(self.simulator).__name__}.step returned shape {tuple(out.shape)} "
                                  f"for a state of shape {tuple(state.shape)}")
         return out
 
@@ -49,6 +45,21 @@ SolverJacobian = Literal["exact", "drop", "identity"]
 
 def _per_query_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).flatten(1).mean(dim=1)
+
+
+class Recipe:
+    """What a worker needs to rebuild an objective on its own simulator and network: see
+    :meth:`build`. ``token`` is the same for every chunk of one objective, so that a worker
+    builds it once per step. Subclasses are dataclasses of picklable fields."""
+
+    token: str
+
+    def build(self, runner: SimulatorRunner, flat: FlatParams):
+        raise NotImplementedError
+
+
+def _buffers(flat: FlatParams) -> dict[str, torch.Tensor]:
+    return dict(flat.module.named_buffers())
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,9 @@ class CorrectionObjective:
         self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
         self.first = runner(window.start, window.cases, window.seed)
 
+    def portable(self) -> "CorrectionRecipe":
+        return CorrectionRecipe(self.token, self.window, _buffers(self.flat))
+
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         w = self.window
         q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
@@ -116,6 +130,17 @@ class CorrectionObjective:
         return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
 
 
+@dataclass(frozen=True)
+class CorrectionRecipe(Recipe):
+    token: str
+    window: Window
+    buffers: dict[str, torch.Tensor]
+
+    def build(self, runner, flat):
+        flat.module.load_state_dict(self.buffers, strict=False)
+        return CorrectionObjective(runner, flat, self.window)
+
+
 class ModelThenSimulatorObjective:
     """``y = P^k(model(x))``: the network predicts inputs of a black-box code, loss = mean squared
     error of the code's output against labels."""
@@ -125,6 +150,11 @@ class ModelThenSimulatorObjective:
         self.runner, self.flat = runner, flat
         self.inputs, self.labels, self.cases = inputs, labels, cases
         self.seed, self.simulator_steps = seed, simulator_steps
+        self.token = uuid.uuid4().hex
+
+    def portable(self) -> "ModelThenSimulatorRecipe":
+        return ModelThenSimulatorRecipe(self.token, self.inputs, self.labels, self.cases, self.seed,
+                                        self.simulator_steps, _buffers(self.flat))
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         q = thetas.shape[0]
@@ -133,3 +163,19 @@ class ModelThenSimulatorObjective:
         for k in range(self.simulator_steps):
             y = self.runner(y.reshape(-1, *shape[2:]), self.cases * q, self.seed + k).view(shape)
         return _per_query_mse(y, self.labels)
+
+
+@dataclass(frozen=True)
+class ModelThenSimulatorRecipe(Recipe):
+    token: str
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    cases: list[Case]
+    seed: int
+    simulator_steps: int
+    buffers: dict[str, torch.Tensor]
+
+    def build(self, runner, flat):
+        flat.module.load_state_dict(self.buffers, strict=False)
+        return ModelThenSimulatorObjective(runner, flat, self.inputs, self.labels, self.cases, self.seed,
+                                           self.simulator_steps)

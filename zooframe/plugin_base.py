@@ -16,13 +16,24 @@ class PluginConfig(BaseModel):
 
 
 class Plugin:
-    """Base of simulator, estimator and model classes: ``Config`` is the plugin's config model."""
+    """Base of simulator, reference, estimator and model classes: ``Config`` is the plugin's
+    config model. ``required`` lists the methods a subclass must implement, as groups of which
+    at least one must be: registration refuses a class that misses one."""
 
     Config: ClassVar[type[PluginConfig]]
     category: ClassVar[str]
+    required: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self, config: PluginConfig):
         self.config = config
+
+
+def missing_methods(cls: type, base: type) -> list[str]:
+    """The groups of ``base.required`` that ``cls`` implements none of, as ``a or b`` strings."""
+    def implemented(name: str) -> bool:
+        return getattr(cls, name, None) is not getattr(base, name, None)
+
+    return [" or ".join(group) for group in base.required if not any(implemented(n) for n in group)]
 
 
 def plugin_kind(cls: type) -> str:

@@ -9,19 +9,18 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
-
 from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
 from .errors import ZooframeError
+from .experiment import WorkerSpec
 from .workers import EvaluationWorker
 
 _worker: EvaluationWorker | None = None
 _started = None  # a barrier that all of a new pool's workers reach once they are up
 
 
-def _start(config: dict[str, Any], threads: int, started) -> None:
+def _start(spec: WorkerSpec, threads: int, started) -> None:
     global _worker, _started
-    _worker, _started = EvaluationWorker(config, threads), started
+    _worker, _started = EvaluationWorker(spec, threads), started
 
 
 def _ready() -> int:
@@ -36,10 +35,10 @@ def _evaluate(task: bytes) -> bytes:
 class ProcessEngine(RemoteEngine):
     backend = "process"
 
-    def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, threads_per_worker: int = 1,
+    def __init__(self, spec: WorkerSpec, workers: int, chunk_size: int, threads_per_worker: int = 1,
                  max_restarts: int = 3, timeout_s: float | None = None):
         super().__init__(chunk_size, workers, max_restarts, timeout_s)
-        self._start = (config, threads_per_worker)
+        self._start = (spec, threads_per_worker)
         self.pool = self._pool()
 
     def _pool(self) -> ProcessPoolExecutor:

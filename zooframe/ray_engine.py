@@ -7,10 +7,9 @@ started with ``ray start`` and leaves it running.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
 from .errors import ZooframeError
+from .experiment import WorkerSpec
 from .workers import EvaluationWorker
 
 
@@ -30,7 +29,7 @@ def _first_line(exc: BaseException) -> str:
 class RayEngine(RemoteEngine):
     backend = "ray"
 
-    def __init__(self, config: dict[str, Any], workers: int, chunk_size: int, address: str | None = None,
+    def __init__(self, spec: WorkerSpec, workers: int, chunk_size: int, address: str | None = None,
                  object_store_mb: int | None = None, threads_per_worker: int = 1, max_restarts: int = 3,
                  timeout_s: float | None = None):
         super().__init__(chunk_size, workers, max_restarts, timeout_s)
@@ -42,7 +41,7 @@ class RayEngine(RemoteEngine):
             else:
                 ray.init(address="local", num_cpus=workers * threads_per_worker, include_dashboard=False,
                          object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
-        self._start = (config, threads_per_worker)
+        self._start = (spec, threads_per_worker)
         self._actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
         self.actors = []
         try:

@@ -21,18 +21,19 @@ import pluggy
 
 from . import hookspecs
 from .errors import DuplicateKindError, PluginError
-from .plugin_base import Plugin, plugin_kind
+from .plugin_base import Plugin, missing_methods, plugin_kind
 
 ENTRY_POINT_GROUP = "zooframe"
 DISABLE_ENV = "ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"
 BUILTIN_PROVIDER = "zooframe"
 
-CATEGORIES = {"simulator": "register_simulators", "estimator": "register_estimators", "model": "register_models"}
+CATEGORIES = {"simulator": "register_simulators", "reference": "register_references",
+              "estimator": "register_estimators", "model": "register_models"}
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    category: str  # simulator | estimator | model
+    category: str  # simulator | reference | estimator | model
     kind: str
     cls: type
     provider: str  # the distribution (or plugin name) that registered it
@@ -135,14 +136,29 @@ class Registry:
         return self.get(category, config.kind).cls(config, **kwargs)
 
 
+def base_class(category: str) -> type[Plugin]:
+    from .estimators.base import Estimator
+    from .models.base import ModelFactory
+    from .reference import ReferenceSource
+    from .simulator import Simulator
+
+    return {"simulator": Simulator, "reference": ReferenceSource, "estimator": Estimator,
+            "model": ModelFactory}[category]
+
+
 def _checked(cls: Any, category: str, provider: str) -> PluginInfo:
-    if not (isinstance(cls, type) and issubclass(cls, Plugin) and cls.category == category):
-        base = {"simulator": "Simulator", "estimator": "Estimator", "model": "ModelFactory"}[category]
-        raise PluginError(f"{provider!r} registered {cls!r} as a {category}, but it is not a subclass of zooframe.{base}")
+    base = base_class(category)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"{provider!r} registered {cls!r} as a {category}, but it is not a subclass of "
+                          f"zooframe.{base.__name__}")
     try:
         kind = plugin_kind(cls)
     except TypeError as exc:
         raise PluginError(f"{provider!r}: {exc}") from None
+    missing = missing_methods(cls, base)
+    if missing:
+        raise PluginError(f"{provider!r} registered {cls.__qualname__} as {category} {kind!r}, but it does not "
+                          f"implement {'; '.join(missing)} (required of every zooframe.{base.__name__})")
     return PluginInfo(category, kind, cls, provider)
 
 

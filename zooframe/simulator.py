@@ -41,28 +41,38 @@ class StateSpec:
 class Simulator(Plugin):
     """A black-box solver the core couples a network to.
 
-    Implement :meth:`step` for a batched code, or only :meth:`step_one` for a code that runs one
-    case at a time; the core then batches it. The core never differentiates through a simulator
-    unless ``differentiable`` is True and the run asks for first-order training.
+    Required: :attr:`state_spec`, and :meth:`step` for a batched code or only :meth:`step_one`
+    for a code that runs one case at a time (the core then batches it). Optional: :meth:`render`,
+    and a high-fidelity mode of the plugin's own (:meth:`cases`, :meth:`case_features`,
+    :meth:`reference`), which the ``simulator`` reference source uses; a code without one takes
+    its cases and reference from another source, such as a file. The core never differentiates
+    through a simulator unless ``differentiable`` is True and the run asks for first-order
+    training.
 
     ``seed`` is the same for every query of one gradient estimate, so that a stochastic code can
     use common random numbers across them.
     """
 
     category = "simulator"
+    required = (("state_spec",), ("step", "step_one"))
     differentiable: bool = False
 
     def __init__(self, config, device: str | torch.device = "cpu"):
         super().__init__(config)
         self.device = torch.device(device)
 
-    # --- what the simulator offers -----------------------------------------------------------
     @property
     def state_spec(self) -> StateSpec:
         raise NotImplementedError
 
+    def render(self, state: torch.Tensor) -> torch.Tensor:
+        """A scalar field ``[B, *spatial']`` to show a state in figures (default: the magnitude
+        over channels; a flow plugin might give vorticity)."""
+        return state.norm(dim=1)
+
+    # --- the optional high-fidelity mode (the ``simulator`` reference source) ------------------
     def cases(self) -> Mapping[str, Sequence[Case]]:
-        """Named case sets; the core uses ``"train"`` and ``"test"``."""
+        """Named case sets, such as ``"train"`` and ``"test"``."""
         raise NotImplementedError
 
     def case_features(self, cases: Sequence[Case]) -> torch.Tensor:
@@ -72,18 +82,15 @@ class Simulator(Plugin):
     def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
         """Higher-fidelity trajectories on this simulator's grid, ``[B, steps + 1, C, *spatial]``,
         frame 0 being the initial state."""
-        raise NotImplementedError(f"{type(self).__name__} has no higher-fidelity reference mode")
+        raise NotImplementedError
 
-    def render(self, state: torch.Tensor) -> torch.Tensor:
-        """A scalar field ``[B, *spatial']`` to show a state in figures (default: the magnitude
-        over channels; a flow plugin might give vorticity)."""
-        return state.norm(dim=1)
+    @classmethod
+    def has_reference_mode(cls) -> bool:
+        return cls.cases is not Simulator.cases and cls.reference is not Simulator.reference
 
     # --- the step -----------------------------------------------------------------------------
     def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
         """Advance ``state`` ``[B, C, *spatial]`` by one step; ``cases[b]`` is row b's case."""
-        if type(self).step_one is Simulator.step_one:
-            raise NotImplementedError(f"{type(self).__name__} implements neither step nor step_one")
         rows = state.detach().cpu().numpy()
         out = [np.asarray(self.step_one(row, case, seed)) for row, case in zip(rows, cases)]
         return torch.as_tensor(np.stack(out), dtype=state.dtype, device=state.device)

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import fields
 from typing import Any, Callable
 
 import torch
 
-from .engine import Engine, LocalEngine, auto_chunk_size
+from .engine import LocalEngine
 from .errors import ZooframeError
 from .experiment import Experiment
 from .estimators.base import StepInputs
 from .objective import CorrectionObjective, Window
 from .sparsity import SparsityPlan, initial_scores
 from .threads import ThreadPolicy
-
-
-class WindowSampler:
-    """Draws each step's training windows: random cases and random start frames of the reference."""
-
-    def __init__(self, exp: Experiment, unroll: int):
-        cfg = exp.config.training
-        self.cases = exp.cases("train")
-        self.features = exp.features(self.cases)
-        self.reference = exp.reference(self.cases, cfg.horizon)
-        self.unroll = unroll
-        self.per_step = min(cfg.cases_per_step or len(self.cases), len(self.cases))
-        self.seed = cfg.seed
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-
-    def sample(self, step: int, generator: torch.Generator | None = None) -> Window:
-        generator = generator or self.generator
-        n, frames = self.reference.shape[:2]
-        idx = torch.randperm(n, generator=generator)[: self.per_step]
-        t0 = torch.randint(0, frames - self.unroll, (len(idx),), generator=generator)
-        times = t0[:, None] + torch.arange(self.unroll + 1)
-        dev = self.reference.device
-        windows = self.reference[idx.to(dev)[:, None], times.to(dev)]  # [B, m + 1, C, *S]
-        # start and targets as tensors of their own: a pickled view carries its whole storage to workers
-        return Window([self.cases[i] for i in idx.tolist()], self.features[idx.to(dev)],
-                      windows[:, 0].clone(), windows[:, 1:].clone(), seed=self.seed * 100_003 + step)
+from .windows import WindowSampler
 
 
 def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
@@ -54,43 +28,6 @@ def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
         corrections = ref[:, 1:].reshape(states.shape) - exp.runner(states, cases, seed=0)
     features = sampler.features.repeat_interleave(frames - 1, dim=0)
     exp.model.set_statistics(states, features, corrections)
-
-
-def make_engine(exp: Experiment, rows_per_query: int) -> Engine:
-    ex = exp.config.execution
-    chunk = ex.chunk_size
-    if chunk == "auto":
-        spec = exp.simulator.state_spec
-        chunk = auto_chunk_size(rows_per_query, math.prod(spec.shape), exp.flat.dim,
-                                torch.finfo(exp.dtype).bits // 8, ex.memory_budget_mb)
-    if ex.backend == "process":
-        from .process_engine import ProcessEngine
-
-        return ProcessEngine(exp.config.to_json(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts,
-                             ex.worker_timeout_s)
-    if ex.backend == "ray":
-        from .ray_engine import RayEngine
-
-        return RayEngine(exp.config.to_json(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
-                         ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
-    return LocalEngine(chunk)
-
-
-def make_optimizer(exp: Experiment) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    cfg = exp.config.training
-    o, s = cfg.optimizer, cfg.schedule
-    params = exp.model.parameters()
-    if o.name == "sgd":
-        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    else:
-        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.name](params, lr=o.lr, weight_decay=o.weight_decay)
-    if s.name == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=s.min_lr)
-    elif s.name == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    return opt, sched
 
 
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -141,11 +78,11 @@ class Trainer:
         self.jacobian = "exact" if cfg.mode == "fo" else cfg.solver_jacobian
         if cfg.mode == "zo":
             check_inputs(exp)
-        self.sampler = WindowSampler(exp, self.unroll)
+        self.sampler = exp.sampler(self.unroll)
         if getattr(exp.config.model, "normalize", True):
             fit_statistics(exp, self.sampler)
-        self.optimizer, self.scheduler = make_optimizer(exp)
-        self.engine = make_engine(exp, self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
+        self.optimizer, self.scheduler = exp.optimizer()
+        self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.queries = 0

@@ -1,16 +1,16 @@
 """Evaluation workers for the ``process`` and ``ray`` backends: a warm simulator and the model
-structure, built once from the run's config; per step, the objective is rebuilt from its window."""
+structure, built once from a :class:`zooframe.experiment.WorkerSpec` (plugin classes and
+configs, no registry); per step, the objective is rebuilt from the recipe it sent."""
 
 from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
-
 import torch
 
 from .estimators.base import QuerySet
-from .objective import CorrectionObjective, Window
+from .experiment import WorkerSpec
+from .objective import Recipe
 
 
 def retain_freed_memory() -> bool:
@@ -29,28 +29,24 @@ def retain_freed_memory() -> bool:
 
 
 class EvaluationWorker:
-    def __init__(self, config: dict[str, Any], threads: int | None = 1):
-        from .config import load_config
-        from .experiment import Experiment
-
+    def __init__(self, spec: WorkerSpec, threads: int | None = 1):
         retain_freed_memory()
         if threads:
             torch.set_num_threads(threads)
-        self.exp = Experiment.build(load_config(config))
+        self.runner, self.flat = spec.build()
         self._token: str | None = None
-        self._objective: CorrectionObjective | None = None
+        self._objective = None
 
-    def evaluate(self, token: str, window: Window, buffers: dict[str, torch.Tensor],
-                 queries: QuerySet) -> tuple[torch.Tensor, float]:
-        """Losses of ``queries`` on the objective ``token`` and the simulator seconds it took."""
-        before = self.exp.runner.seconds
+    def evaluate(self, recipe: Recipe, queries: QuerySet) -> tuple[torch.Tensor, float]:
+        """Losses of ``queries`` on the objective ``recipe`` describes, and the simulator seconds
+        they took."""
+        before = self.runner.seconds
         with torch.no_grad():
-            if token != self._token:  # a new step: its first solver step is computed once here
-                self.exp.model.load_state_dict(buffers, strict=False)
-                self._objective = CorrectionObjective(self.exp.runner, self.exp.flat, window)
-                self._token = token
+            if recipe.token != self._token:  # a new step: e.g. its first solver step is computed once here
+                self._objective = recipe.build(self.runner, self.flat)
+                self._token = recipe.token
             values = self._objective(queries.materialize(0, len(queries)))
-        return values, self.exp.runner.seconds - before
+        return values, self.runner.seconds - before
 
     def ping(self) -> int:
         """The worker's process id (it answers: it is up)."""

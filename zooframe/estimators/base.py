@@ -102,6 +102,7 @@ class Estimator(Plugin):
     (a sparsity mask to an estimator without ``"mask"``)."""
 
     category = "estimator"
+    required = (("ask",), ("tell",))
     inputs: ClassVar[frozenset[str]] = frozenset({"mask"})
 
     def ask(self, theta: torch.Tensor, generator: torch.Generator, given: StepInputs = NO_INPUTS) -> QuerySet:

@@ -33,6 +33,7 @@ class ModelConfig(PluginConfig):
 
 class ModelFactory(Plugin):
     category = "model"
+    required = (("build",),)
 
     def build(self, spec: ModelSpec) -> nn.Module:
         raise NotImplementedError

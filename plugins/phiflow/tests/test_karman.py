@@ -10,7 +10,6 @@ import zooframe_phiflow.plugin
 from zooframe.engine import LocalEngine
 from zooframe.experiment import Experiment
 from zooframe.objective import CorrectionObjective
-from zooframe.training import WindowSampler
 from zooframe_phiflow.karman import Karman, KarmanConfig, shedding
 
 # a small, cheap flow: 32 x 16 cells, reference 2x finer, a short warm-up
@@ -131,7 +130,7 @@ def test_zo_gradient_of_the_sol_loss_matches_autograd_through_phiflow(registry, 
         "training": {"unroll": 2, "horizon": 3},
     }, registry)
     exp = Experiment.build(config, registry)
-    window = WindowSampler(exp, unroll=2).sample(0)
+    window = exp.sampler(2).sample(0)
     objective = CorrectionObjective(exp.runner, exp.flat, window)
     theta = exp.flat.get() + 0.05 * torch.randn(exp.flat.dim)
     theta_g = theta.clone().requires_grad_(True)
@@ -164,7 +163,7 @@ def test_guided_estimates_beat_random_search_at_equal_queries_through_phiflow(re
         "estimator": {"kind": "cge"}, "training": {"unroll": 3, "horizon": 4},
     }, registry)
     exp = Experiment.build(config, registry)
-    window = WindowSampler(exp, unroll=3).sample(0)
+    window = exp.sampler(3).sample(0)
     theta = exp.flat.get()
     true, _ = autograd_gradient(CorrectionObjective(exp.runner, exp.flat, window, "exact"), theta)
     objective = CorrectionObjective(exp.runner, exp.flat, window)
