@@ -172,3 +172,19 @@ def test_chunks_are_spread_over_workers():
     assert spread(609, 2, 256) == [(0, 152), (152, 304), (304, 456), (456, 609)]  # not 256, 256, 97
     assert spread(3, 2, 1) == [(0, 1), (1, 2), (2, 3)]
     assert spread(1, 4, 256) == [(0, 1)]
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_an_in_process_registry_reaches_the_workers(ray_instance, tmp_path, backend):
+    """A plugin that exists only in this process's Registry (no entry point) runs on workers, which
+    get its class and config from the experiment and never consult a registry of their own."""
+    from .helpers import registry_with_opaque
+
+    config = small(steps=2)
+    config["simulator"]["kind"] = "opaque_burgers"
+    local = zooframe.run(config, output=tmp_path / "local", registry=registry_with_opaque()).summary
+    config["execution"] = {"backend": backend, "workers": 2, "chunk_size": 8}
+    remote = zooframe.run(config, output=tmp_path / backend, registry=registry_with_opaque()).summary
+    assert remote["status"] == "completed"
+    assert remote["evaluation"]["corrected"]["mae_mean"] == pytest.approx(
+        local["evaluation"]["corrected"]["mae_mean"], rel=1e-4)

@@ -88,6 +88,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_reference_export(args) -> int:
+    from .reference_export import export_reference
+
+    info = export_reference(args.config, args.file, steps=args.steps)
+    splits = ", ".join(f"{n} {s}" for s, n in info["splits"].items())
+    text = f"wrote {info['file']}: {info['cases']} cases ({splits}), {info['steps']} steps each, from {info['source']}"
+    _emit(info, args.json, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zooframe", description="Train networks through black-box simulators "
                                      "with zeroth-order gradient estimates.")
@@ -115,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
+    p = sub.add_parser("reference", help="reference files (see docs/writing-a-plugin.md)")
+    ref = p.add_subparsers(dest="action", required=True)
+    p = ref.add_parser("export", help="write a config's reference into a reference file (.npz, .h5)",
+                       description="Write every case set of the config's reference source into FILE, in "
+                       "zooframe's reference layout, for another code's run to read with "
+                       '"reference": {"kind": "file", "path": FILE}.')
+    p.add_argument("config")
+    p.add_argument("file")
+    p.add_argument("--steps", type=int, help="frames after the initial state (default: the longer of "
+                   "training.horizon and evaluation.steps)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout only")
+    p.set_defaults(func=cmd_reference_export)
     return parser
 
 

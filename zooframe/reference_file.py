@@ -66,7 +66,8 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
         if path.suffix in HDF5_SUFFIXES:
             h5py = _h5py()
             with h5py.File(path, "r") as f:
-                return {k: (f[k].asstr()[()] if f[k].dtype.kind in "OS" else f[k][()]) for k in f.keys()
+                return {k: (np.asarray(f[k].asstr()[()], dtype=str) if f[k].dtype.kind in "OS" else f[k][()])
+                        for k in f.keys()
                         if isinstance(f[k], h5py.Dataset)}
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
