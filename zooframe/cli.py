@@ -98,6 +98,21 @@ def cmd_reference_export(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .config import load_config
+    from .experiment import resolve
+    from .testing import check_simulator
+
+    config = load_config(args.config)
+    sim = resolve("simulator", config.simulator).build(device=config.execution.device)
+    source = resolve("reference", config.reference).build(sim, device=config.execution.device)
+    report = check_simulator(sim, reference=source, raise_on_failure=False)
+    data = {"simulator": report.simulator, "passed": report.passed, "skipped": report.skipped,
+            "failures": [vars(f) for f in report.failures]}
+    _emit(data, args.json, report.text())
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zooframe", description="Train networks through black-box simulators "
                                      "with zeroth-order gradient estimates.")
@@ -125,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
+    p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
+    p.add_argument("config")
     p = sub.add_parser("reference", help="reference files (see docs/writing-a-plugin.md)")
     ref = p.add_subparsers(dest="action", required=True)
     p = ref.add_parser("export", help="write a config's reference into a reference file (.npz, .h5)",

@@ -32,6 +32,13 @@ def test_the_entry_point_registers_karman():
     assert info.cls is Karman and info.provider == "zooframe-phiflow"
 
 
+def test_karman_passes_the_conformance_kit(tiny):
+    from zooframe.testing import check_simulator
+
+    report = check_simulator(Karman(KarmanConfig(**tiny)), steps=2, rtol=1e-5)
+    assert "rows-independent" in report.passed and "pickles" in report.passed, report.text()
+
+
 def test_a_rollout_traces_the_step_once(tiny):
     sim = Karman(KarmanConfig(**tiny))
     cases = sim.cases()["train"]
