@@ -140,6 +140,8 @@ def test_cli_lists_plugins_as_json(capsys):
     assert main(["plugins", "--json"]) == 0
     import json
 
-    listed = {(p["category"], p["kind"]) for p in json.loads(capsys.readouterr().out)["plugins"]}
+    plugins = json.loads(capsys.readouterr().out)["plugins"]
+    assert {(p["provider"], p["version"]) for p in plugins} == {("zooframe", zooframe.__version__)}
+    listed = {(p["category"], p["kind"]) for p in plugins}
     assert {("estimator", "cge"), ("estimator", "rge"), ("model", "conv"), ("model", "mlp"),
             ("simulator", "burgers")} <= listed

@@ -23,18 +23,21 @@ def cmd_plugins(args) -> int:
     reg = get_registry()
     rows = [p.as_dict() for p in reg.plugins()]
     failures = [{"provider": f.provider, "error": f.error} for f in reg.failures]
-    lines = [f"{r['category']:<10} {r['kind']:<16} {r['provider']}" for r in rows]
+    lines = [f"{r['category']:<10} {r['kind']:<16} {r['provider']} {r['version'] or '(in process)'}" for r in rows]
     lines += [f"failed     {f['provider']}: {f['error']}" for f in failures]
     _emit({"plugins": rows, "failures": failures}, args.json, "\n".join(lines))
     return 0
 
 
 def cmd_schema(args) -> int:
-    from .registry import get_registry
+    from .registry import Registry, get_registry
     from .schemas import write_schemas
 
-    paths = write_schemas(args.output, get_registry())
-    _emit({"written": [str(p) for p in paths]}, args.json, "\n".join(f"wrote {p}" for p in paths))
+    registry = get_registry() if args.all else Registry(load_external=False)
+    paths = write_schemas(args.output, registry)
+    providers = sorted({p.provider for p in registry.plugins()})
+    text = "\n".join([f"wrote {p}" for p in paths] + [f"plugins from: {', '.join(providers)}"])
+    _emit({"written": [str(p) for p in paths], "providers": providers}, args.json, text)
     return 0
 
 
@@ -113,6 +116,17 @@ def cmd_check(args) -> int:
     return 1 if report.failures else 0
 
 
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+
+    root, written = new_plugin(args.name, args.output)
+    text = "\n".join([f"wrote {p}" for p in written] + [
+        "", f"next: pip install -e \"{root}[test]\" && python -m pytest -q {root} && "
+        f"zooframe run {root}/examples/{args.name}.json"])
+    _emit({"root": str(root), "written": [str(p) for p in written]}, args.json, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zooframe", description="Train networks through black-box simulators "
                                      "with zeroth-order gradient estimates.")
@@ -125,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("plugins", cmd_plugins, "list the registered plugins")
-    p = add("schema", cmd_schema, "write the JSON Schemas of the config, for the built-in and installed plugins")
+    p = add("schema", cmd_schema, "write the JSON Schemas of the config (for editors: point a config's "
+            '"$schema" at experiment.schema.json)')
     p.add_argument("--output", default="schemas", help="folder (default: schemas)")
+    p.add_argument("--all", action="store_true", help="include every installed plugin (default: the built-ins only)")
     p = add("validate", cmd_validate, "check a config file and explain every error")
     p.add_argument("config")
     p = add("run", cmd_run, "train and evaluate an experiment")
@@ -142,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
     p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
     p.add_argument("config")
+    p = add("new-plugin", cmd_new_plugin, "write a simulator plugin package to start from (docs/writing-a-plugin.md)")
+    p.add_argument("name", help="the plugin's config kind, e.g. heat1d")
+    p.add_argument("--output", help="folder (default: ./zooframe-NAME)")
     p = sub.add_parser("reference", help="reference files (see docs/writing-a-plugin.md)")
     ref = p.add_subparsers(dest="action", required=True)
     p = ref.add_parser("export", help="write a config's reference into a reference file (.npz, .h5)",

@@ -42,9 +42,17 @@ class PluginInfo:
     def config_cls(self):
         return self.cls.Config
 
-    def as_dict(self) -> dict[str, str]:
+    @property
+    def version(self) -> str | None:
+        """The installed version of the providing package (None for an in-process plugin)."""
+        try:
+            return importlib.metadata.version(self.provider)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def as_dict(self) -> dict[str, str | None]:
         return {"category": self.category, "kind": self.kind, "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
-                "provider": self.provider}
+                "provider": self.provider, "version": self.version}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+"""`zooframe new-plugin`: the skeleton installs into an environment that has only zooframe, is
+found through its entry point, passes its own test (the conformance kit) and runs from JSON."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zooframe.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_bad_name_or_a_used_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["new-plugin", "Heat-1D", "--output", str(tmp_path / "a")]) == 2
+    assert "lower-case letters" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("")
+    assert main(["new-plugin", "heat", "--output", str(tmp_path / "b")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_the_skeleton_installs_alone_passes_its_test_and_runs(tmp_path):
+    assert main(["new-plugin", "heat1d", "--output", str(tmp_path / "zooframe-heat1d")]) == 0
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+    python = str(env_dir / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOOFRAME_DISABLE_EXTERNAL_PLUGINS", "PYTHONPATH",
+                                                            "VIRTUAL_ENV")}
+    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}"
+
+    def sh(*args, cwd=tmp_path):
+        done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    sh(python, "-m", "pip", "install", "-q", "torch==2.13.0")
+    sh(python, "-m", "pip", "install", "-q", str(ROOT))
+    sh(python, "-m", "pip", "install", "-q", f"{tmp_path / 'zooframe-heat1d'}[test]")
+    listed = sh(str(env_dir / "bin" / "zooframe"), "plugins")
+    assert "heat1d" in listed and "zooframe-heat1d" in listed and "karman" not in listed
+    sh(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "zooframe-heat1d"))
+    out = sh(str(env_dir / "bin" / "zooframe"), "run", "examples/heat1d.json", "--quiet",
+             cwd=tmp_path / "zooframe-heat1d")
+    ratio = float(out.split("ratio ")[1].rstrip(")\n"))
+    assert ratio < 0.5, out
