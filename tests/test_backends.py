@@ -188,3 +188,14 @@ def test_an_in_process_registry_reaches_the_workers(ray_instance, tmp_path, back
     assert remote["status"] == "completed"
     assert remote["evaluation"]["corrected"]["mae_mean"] == pytest.approx(
         local["evaluation"]["corrected"]["mae_mean"], rel=1e-4)
+
+
+def test_the_model_then_simulator_objective_runs_on_workers(tmp_path):
+    """The engines know objectives only by their portable recipe: the second coupling needs no change."""
+    from .test_objective import inverse
+
+    local = zooframe.run(inverse(steps=2), output=tmp_path / "local").summary
+    config = inverse(steps=2)
+    config["execution"] = {"backend": "process", "workers": 2, "chunk_size": 16}
+    remote = zooframe.run(config, output=tmp_path / "process").summary
+    assert remote["final_loss"] == pytest.approx(local["final_loss"], rel=1e-4)

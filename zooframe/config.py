@@ -55,6 +55,15 @@ class TrainingConfig(Section):
         return self
 
 
+class ObjectiveConfig(Section):
+    coupling: Literal["correction", "model_then_simulator"] = Field(
+        "correction", description="correction: s[t+1] = P(s[t]) + model(P(s[t])), unrolled against the reference "
+        "(solver-in-the-loop); model_then_simulator: y = P^k(x + model(x)), the network predicts the code's input "
+        "whose k steps reproduce the observation x (inverse problems)")
+    simulator_steps: int = Field(1, ge=1, description="model_then_simulator: code steps k from the network's "
+                                 "prediction to the observation (training.unroll is not used)")
+
+
 class EvaluationConfig(Section):
     steps: int = Field(100, ge=1, description="rollout length on the held-out cases")
     split: str = Field("test", description="the reference source's case set to evaluate on")
@@ -121,6 +130,7 @@ class OutputConfig(Section):
 class ExperimentBase(Section):
     schema_: str | None = Field(None, alias="$schema", description="JSON Schema for editors; ignored")
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    objective: ObjectiveConfig = ObjectiveConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     sparsity: SparsityConfig = SparsityConfig()
@@ -131,6 +141,18 @@ class ExperimentBase(Section):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @model_validator(mode="after")
+    def _coupling_fits(self):
+        steps = self.objective.simulator_steps
+        if self.objective.coupling == "model_then_simulator":
+            for name, n in (("training.horizon", self.training.horizon), ("evaluation.steps", self.evaluation.steps)):
+                if steps > n:
+                    raise ValueError(f"objective.simulator_steps ({steps}) must not exceed {name} ({n})")
+            if self.training.solver_jacobian == "drop" and self.training.mode == "nog":
+                raise ValueError("training.solver_jacobian 'drop' leaves model_then_simulator no gradient in mode "
+                                 "'nog' (the network reaches the loss only through the code); use 'identity'")
+        return self
 
 
 def plugin_union(registry: Registry, category: str) -> Any:

@@ -22,7 +22,7 @@ from .errors import ZooframeError
 from .estimators.base import Estimator
 from .flat_params import FlatParams
 from .models.base import ModelSpec
-from .objective import SimulatorRunner
+from .objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner, Window
 from .plugin_base import Plugin, PluginConfig
 from .reference import ReferenceSource
 from .registry import CATEGORIES, Registry, get_registry
@@ -139,6 +139,34 @@ class Experiment:
         cases = self.cases("train")
         return WindowSampler(cases, self.features(cases), self.reference(cases, cfg.horizon), unroll,
                              cfg.cases_per_step, cfg.seed)
+
+    @property
+    def coupling(self) -> type[CorrectionObjective] | type[ModelThenSimulatorObjective]:
+        """The objective class the config's ``objective.coupling`` names."""
+        return {"correction": CorrectionObjective,
+                "model_then_simulator": ModelThenSimulatorObjective}[self.config.objective.coupling]
+
+    def window_steps(self) -> int:
+        """Reference steps per training window: ``training.unroll`` for the correction (1 in mode
+        non), ``objective.simulator_steps`` for model-then-simulator."""
+        if self.coupling is ModelThenSimulatorObjective:
+            return self.config.objective.simulator_steps
+        return 1 if self.config.training.mode == "non" else self.config.training.unroll
+
+    def objective(self, window: Window, solver_jacobian: str = "exact"):
+        """The training loss of one window as a batched function of parameter vectors."""
+        if self.coupling is ModelThenSimulatorObjective:
+            return ModelThenSimulatorObjective(self.runner, self.flat, window, solver_jacobian,
+                                               supervised=self.config.training.mode == "non")
+        return CorrectionObjective(self.runner, self.flat, window, solver_jacobian)
+
+    def fit_statistics(self, sampler: WindowSampler) -> None:
+        """The network's normalization, from the training reference: states, features, and the
+        changes the network should make to them (as the coupling defines them)."""
+        ref, steps = sampler.reference, sampler.unroll
+        states, changes = self.coupling.statistics(ref, sampler.cases, self.runner, steps)
+        per_case = states.shape[0] // ref.shape[0]
+        self.model.set_statistics(states, sampler.features.repeat_interleave(per_case, dim=0), changes)
 
     def worker_spec(self) -> WorkerSpec:
         return WorkerSpec(self.parts["simulator"], self.parts["model"], self.model.features,

@@ -1,4 +1,5 @@
-"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the two coupling patterns.
+"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the two coupling patterns
+(``objective.coupling`` in the config).
 
 The simulator sees one batch of Q x B rows per step (B cases per query); the model is evaluated
 for all Q parameter vectors in one vectorized call.
@@ -73,7 +74,45 @@ class Window:
     seed: int
 
 
-class CorrectionObjective:
+class _Coupling:
+    """What both couplings share: the window, the network's corrections for Q parameter vectors at
+    once, and the solver call under autograd (see ``solver_jacobian`` below)."""
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact"):
+        self.runner, self.flat, self.window = runner, flat, window
+        self.solver_jacobian = solver_jacobian
+        self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
+
+    def options(self) -> dict:
+        """Constructor arguments beyond the window that change the loss (a worker needs them)."""
+        return {}
+
+    def portable(self) -> "WindowRecipe":
+        return WindowRecipe(self.token, type(self), self.window, _buffers(self.flat), self.options())
+
+    def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
+        """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
+        if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
+            return self.runner(state, cases, seed)
+        with torch.no_grad():  # a black box: nothing is recorded through it
+            p = self.runner(state.detach(), cases, seed)
+        return p if self.solver_jacobian == "drop" else state + (p - state).detach()
+
+    def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The correction by the network with ``thetas[i]`` of ``states`` ``[B, C, *S]`` (shared by
+        all queries) or of ``states[i]`` ``[Q, B, C, *S]``. Normalization runs once per row; only the
+        network is evaluated per parameter vector."""
+        model, q, features = self.flat.module, thetas.shape[0], self.window.features
+        shared = states.ndim == self.window.start.ndim
+        if shared:
+            x = model.inputs(states, features)
+        else:
+            x = model.inputs(states.flatten(0, 1), features.repeat(q, 1)).unflatten(0, (q, -1))
+        return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
+
+
+class CorrectionObjective(_Coupling):
     """Solver-in-the-loop: ``s[t+1] = P(s[t]) + model(P(s[t]))`` for m steps from each window's
     start, loss = mean squared error against the reference frames, averaged over the m steps.
 
@@ -90,13 +129,18 @@ class CorrectionObjective:
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
                  solver_jacobian: SolverJacobian = "exact"):
-        self.runner, self.flat, self.window = runner, flat, window
-        self.solver_jacobian = solver_jacobian
-        self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
+        super().__init__(runner, flat, window, solver_jacobian)
         self.first = runner(window.start, window.cases, window.seed)
 
-    def portable(self) -> "CorrectionRecipe":
-        return CorrectionRecipe(self.token, self.window, _buffers(self.flat))
+    @staticmethod
+    def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
+        """Example states, and the corrections the network should make to them: one reference step
+        minus one solver step, from every frame of ``reference`` ``[N, T + 1, C, *S]``."""
+        frames = reference.shape[1]
+        states = reference[:, :-1].reshape(-1, *reference.shape[2:])
+        with torch.no_grad():
+            solved = runner(states, [c for c in cases for _ in range(frames - 1)], seed=0)
+        return states, reference[:, 1:].reshape(states.shape) - solved
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         w = self.window
@@ -109,73 +153,56 @@ class CorrectionObjective:
             loss = loss + _per_query_mse(s, w.targets[:, t])
         return loss / steps
 
-    def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
-        """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
-        if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
-            return self.runner(state, cases, seed)
-        with torch.no_grad():  # a black box: nothing is recorded through it
-            p = self.runner(state.detach(), cases, seed)
-        return p if self.solver_jacobian == "drop" else state + (p - state).detach()
 
-    def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """The correction by the network with ``thetas[i]`` of ``states`` ``[B, C, *S]`` (shared by
-        all queries) or of ``states[i]`` ``[Q, B, C, *S]``. Normalization runs once per row; only the
-        network is evaluated per parameter vector."""
-        model, q, features = self.flat.module, thetas.shape[0], self.window.features
-        shared = states.ndim == self.first.ndim
-        if shared:
-            x = model.inputs(states, features)
-        else:
-            x = model.inputs(states.flatten(0, 1), features.repeat(q, 1)).unflatten(0, (q, -1))
-        return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
+class ModelThenSimulatorObjective(_Coupling):
+    """``y = P^k(u)`` with ``u = x + model(x)``: the network turns an observation ``x`` (each
+    window's last frame, k reference steps after its start) into the input of the black-box code,
+    which should reproduce the observation in k steps; loss = mean squared error of ``y`` against
+    ``x``. This trains a network that predicts a code's inputs (the initial state behind an
+    observation; in materials, the processing behind a target microstructure).
 
+    With ``supervised`` (the NON baseline) the code is not called: loss = mean squared error of
+    ``u`` against the window's start, the input that did produce the observation. Under autograd
+    the Jacobian of the code is as ``solver_jacobian`` says (``drop`` leaves no gradient: the
+    network reaches the loss only through the code).
+    """
 
-@dataclass(frozen=True)
-class CorrectionRecipe(Recipe):
-    token: str
-    window: Window
-    buffers: dict[str, torch.Tensor]
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact", supervised: bool = False):
+        super().__init__(runner, flat, window, solver_jacobian)
+        self.supervised = supervised
 
-    def build(self, runner, flat):
-        flat.module.load_state_dict(self.buffers, strict=False)
-        return CorrectionObjective(runner, flat, self.window)
+    def options(self) -> dict:
+        return {"supervised": self.supervised}
 
-
-class ModelThenSimulatorObjective:
-    """``y = P^k(model(x))``: the network predicts inputs of a black-box code, loss = mean squared
-    error of the code's output against labels."""
-
-    def __init__(self, runner: SimulatorRunner, flat: FlatParams, inputs: torch.Tensor, labels: torch.Tensor,
-                 cases: list[Case], seed: int = 0, simulator_steps: int = 1):
-        self.runner, self.flat = runner, flat
-        self.inputs, self.labels, self.cases = inputs, labels, cases
-        self.seed, self.simulator_steps = seed, simulator_steps
-        self.token = uuid.uuid4().hex
-
-    def portable(self) -> "ModelThenSimulatorRecipe":
-        return ModelThenSimulatorRecipe(self.token, self.inputs, self.labels, self.cases, self.seed,
-                                        self.simulator_steps, _buffers(self.flat))
+    @staticmethod
+    def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
+        """Observations, and the changes that take each back to the state k steps before it."""
+        shape = (-1, *reference.shape[2:])
+        return reference[:, steps:].reshape(shape), (reference[:, :-steps] - reference[:, steps:]).reshape(shape)
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
-        q = thetas.shape[0]
-        y = self.flat.batched_forward(thetas, self.inputs, batched=(False,))
-        shape = y.shape
-        for k in range(self.simulator_steps):
-            y = self.runner(y.reshape(-1, *shape[2:]), self.cases * q, self.seed + k).view(shape)
-        return _per_query_mse(y, self.labels)
+        w = self.window
+        q, b, x = thetas.shape[0], len(w.cases), w.targets[:, -1]
+        u = x + self._corrections(thetas, x)  # [Q, B, C, *S]
+        if self.supervised:
+            return _per_query_mse(u, w.start)
+        y = u.reshape(q * b, *u.shape[2:])
+        for t in range(w.targets.shape[1]):
+            y = self._solve(y, w.cases * q, w.seed + t)
+        return _per_query_mse(y.view_as(u), x)
 
 
 @dataclass(frozen=True)
-class ModelThenSimulatorRecipe(Recipe):
+class WindowRecipe(Recipe):
+    """Either coupling, rebuilt on a worker from its window and the network's buffers."""
+
     token: str
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    cases: list[Case]
-    seed: int
-    simulator_steps: int
+    objective: type[_Coupling]
+    window: Window
     buffers: dict[str, torch.Tensor]
+    options: dict
 
     def build(self, runner, flat):
         flat.module.load_state_dict(self.buffers, strict=False)
-        return ModelThenSimulatorObjective(runner, flat, self.inputs, self.labels, self.cases, self.seed,
-                                           self.simulator_steps)
+        return self.objective(runner, flat, self.window, **self.options)

@@ -18,18 +18,6 @@ from .threads import ThreadPolicy
 from .windows import WindowSampler
 
 
-def fit_statistics(exp: Experiment, sampler: WindowSampler) -> None:
-    """Normalization from the training reference: states, features and one-step corrections."""
-    ref = sampler.reference
-    n, frames = ref.shape[:2]
-    states = ref[:, :-1].reshape(-1, *ref.shape[2:])
-    cases = [c for c in sampler.cases for _ in range(frames - 1)]
-    with torch.no_grad():
-        corrections = ref[:, 1:].reshape(states.shape) - exp.runner(states, cases, seed=0)
-    features = sampler.features.repeat_interleave(frames - 1, dim=0)
-    exp.model.set_statistics(states, features, corrections)
-
-
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The gradient of ``objective`` at ``theta`` by autograd (through the solver as the
     objective's ``solver_jacobian`` says) and the loss there: one rollout and its backward pass."""
@@ -74,13 +62,13 @@ class Trainer:
         if cfg.mode == "fo" and not exp.simulator.differentiable:
             raise ZooframeError(f"training.mode 'fo' needs a differentiable simulator, and "
                                 f"{exp.config.simulator.kind!r} is not; use 'zo', 'nog' or 'non'")
-        self.unroll = 1 if cfg.mode == "non" else cfg.unroll
+        self.unroll = exp.window_steps()
         self.jacobian = "exact" if cfg.mode == "fo" else cfg.solver_jacobian
         if cfg.mode == "zo":
             check_inputs(exp)
         self.sampler = exp.sampler(self.unroll)
         if getattr(exp.config.model, "normalize", True):
-            fit_statistics(exp, self.sampler)
+            exp.fit_statistics(self.sampler)
         self.optimizer, self.scheduler = exp.optimizer()
         self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
@@ -96,7 +84,7 @@ class Trainer:
         """Pruning at initialization, on a window of its own (the training windows stay as dense runs see them)."""
         exp, seed = self.exp, self.exp.config.training.seed
         window = self.sampler.sample(-1, torch.Generator().manual_seed(seed + 2))
-        objective = CorrectionObjective(exp.runner, exp.flat, window)
+        objective = exp.objective(window)
         scores, used = initial_scores(exp.config.sparsity, exp.flat.get(), objective, self.engine.evaluate,
                                       torch.Generator(device=exp.device).manual_seed(seed + 3))
         self.queries += used
@@ -117,7 +105,7 @@ class Trainer:
     def gradient(self, window: Window) -> tuple[torch.Tensor, float, int]:
         """The step's gradient, the loss at the current parameters and the queries it took."""
         exp = self.exp
-        objective = CorrectionObjective(exp.runner, exp.flat, window, self.jacobian)
+        objective = exp.objective(window, self.jacobian)
         theta = exp.flat.get()
         mask = self.plan.mask(self.step) if self.plan else None
         if exp.config.training.mode != "zo":
