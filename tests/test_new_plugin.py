@@ -47,3 +47,14 @@ def test_the_skeleton_installs_alone_passes_its_test_and_runs(tmp_path):
              cwd=tmp_path / "zooframe-heat1d")
     ratio = float(out.split("ratio ")[1].rstrip(")\n"))
     assert ratio < 0.5, out
+
+
+def test_the_guide_shows_the_skeleton_as_it_is_written(tmp_path):
+    """docs/writing-a-plugin.md quotes the skeleton's files; they must not drift apart."""
+    root = tmp_path / "zooframe-heat1d"
+    assert main(["new-plugin", "heat1d", "--output", str(root)]) == 0
+    guide = (ROOT / "docs" / "writing-a-plugin.md").read_text()
+    for rel in ("zooframe_heat1d/simulator.py", "zooframe_heat1d/plugin.py", "pyproject.toml",
+                "tests/test_heat1d.py"):
+        assert (root / rel).read_text() in guide, f"the guide's copy of {rel} is stale"
+    assert len((root / "zooframe_heat1d" / "simulator.py").read_text().splitlines()) < 60
