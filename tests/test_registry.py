@@ -145,3 +145,18 @@ def test_cli_lists_plugins_as_json(capsys):
     listed = {(p["category"], p["kind"]) for p in plugins}
     assert {("estimator", "cge"), ("estimator", "rge"), ("model", "conv"), ("model", "mlp"),
             ("simulator", "burgers")} <= listed
+
+
+def test_the_core_imports_no_plugin_and_no_simulator_package():
+    import ast
+    from pathlib import Path
+
+    core = Path(zooframe.__file__).parent
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                assert not top.startswith("zooframe_") and top not in {"phi", "phiflow", "fipy", "devito"}, \
+                    f"{path.relative_to(core)} imports {name}"

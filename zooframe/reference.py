@@ -56,7 +56,7 @@ class SimulatorReferenceConfig(PluginConfig):
 
 class SimulatorReference(ReferenceSource):
     """The simulator plugin's own high-fidelity mode (``Simulator.cases``, ``case_features`` and
-    ``reference``); the plugin caches what it generates, if it does (Karman does)."""
+    ``reference``); the plugin may cache what it generates (zooframe.trajectory_cache)."""
 
     Config = SimulatorReferenceConfig
 
