@@ -19,4 +19,6 @@ def project_registry():
     from zooframe.registry import Registry
 
     phiflow_plugin = pytest.importorskip("zooframe_phiflow.plugin")
-    return Registry(load_external=False, plugins={"zooframe-phiflow": phiflow_plugin})
+    external_plugin = pytest.importorskip("zooframe_external.plugin")
+    return Registry(load_external=False, plugins={"zooframe-phiflow": phiflow_plugin,
+                                                  "zooframe-external": external_plugin})

@@ -1,0 +1,553 @@
+"""Any executable as zooframe's black-box step, exchanging ``.npy`` files with it.
+
+The ``external`` simulator writes each step's states to a fresh work directory, runs (or asks) a
+command, and reads the new states back. The command is given as an argv list and is never run
+through a shell. There are three modes:
+
+``batch`` (default)
+    One run of the command per step call, for all B rows at once.
+``case``
+    One run per row (``rows`` = 1), up to ``max_processes`` at once: for a code that handles a
+    single state per run.
+``persistent``
+    One long-lived process, started with the command on the first step, that answers requests
+    on stdin/stdout (line-delimited JSON): for a code with an expensive start-up.
+
+File protocol (format version 1)
+--------------------------------
+Per call (a row in ``case`` mode, a request in ``persistent`` mode) zooframe makes a fresh work
+directory holding
+
+``state.npy``
+    the states ``[B, C, *S]``, ``dtype`` (float64 unless configured float32), C order, little-endian
+``params.npy``
+    the case parameters ``[B, P]`` float64, one row per state, columns as ``parameter_names``
+``manifest.json``
+    ``{"format_version": 1, "rows": B, "shape": [B, C, *S], "dtype": "float64",
+    "channels": [...], "parameter_names": [...], "case_names": [...], "seed": 0,
+    "state": "state.npy", "params": "params.npy", "output": "output.npy"}``
+
+and the code writes ``output.npy``: the states one step later, of the same shape, float64 or
+float32. The file names are always these in format version 1; the manifest repeats them.
+
+In ``batch`` and ``case`` mode the command runs with the work directory as its current
+directory (or in ``cwd``, when configured), with the environment variable ``ZOOFRAME_WORKDIR``
+set to the work directory, and with every ``{workdir}`` in its arguments replaced by it. Its
+stdout and stderr go to ``stdout.txt`` and ``stderr.txt`` in the work directory. It must exit
+with one of ``allowed_return_codes`` within ``timeout_s``.
+
+In ``persistent`` mode zooframe writes one line per request to the process's stdin,
+``{"workdir": "/abs/path", "manifest": "manifest.json"}``, and the process answers, after
+writing ``output.npy`` into that directory, with one line on stdout: ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``, flushing stdout. Other stdout lines (a banner) are ignored.
+Each request must be answered within ``timeout_s`` (the first one includes the start-up). A
+process that runs past it is stopped, and one that dies is a crash; either way the next call
+starts a new one. The process should exit when its stdin is closed; it is stopped after a grace
+period otherwise. Its stderr is drained into a buffer whose last lines go into error messages.
+``ZOOFRAME_WORKDIR`` and ``{workdir}`` name the session directory the request directories are
+made in.
+
+Faults are raised as the classes of :mod:`zooframe.faults`: a start failure or a return code
+not allowed (or an ``{"ok": false}`` answer) as :class:`SimulatorCrashed`, a run past
+``timeout_s`` as :class:`SimulatorTimeout`, a missing or unreadable ``output.npy`` as
+:class:`SimulatorOutputError`, a wrong shape or dtype as :class:`SimulatorShapeError`, NaN or Inf
+as :class:`SimulatorNonFinite`. Each message names the command, the last lines of its stderr,
+and the work directory. Work directories are deleted after every call, failed ones included,
+unless ``keep_workdir`` is set.
+
+Relative paths: a relative program path (``./solver``, ``bin/solver``) is made absolute against
+the directory zooframe runs in; other arguments reach the program unchanged, so a relative file
+argument (``examples/solver.py``) is seen from the program's own current directory, the work
+directory unless ``cwd`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, PositiveInt, field_validator
+
+from zooframe import Case, PluginConfig, Simulator, StateSpec, ZooframeError
+from zooframe.faults import (SimulatorCrashed, SimulatorFault, SimulatorNonFinite, SimulatorOutputError,
+                             SimulatorShapeError, SimulatorTimeout)
+
+FORMAT_VERSION = 1
+STATE, PARAMS, OUTPUT, MANIFEST = "state.npy", "params.npy", "output.npy", "manifest.json"
+STDOUT, STDERR = "stdout.txt", "stderr.txt"
+PLACEHOLDER = "{workdir}"
+WORKDIR_ENV = "ZOOFRAME_WORKDIR"
+TAIL_LINES, TAIL_CHARS = 20, 2000
+STOP_GRACE_S = 2.0  # for a persistent process to exit after its stdin closes
+
+
+class ExternalConfig(PluginConfig):
+    kind: Literal["external"]
+    command: list[str] = Field(..., min_length=1, description="argv of the solver: the program, then its arguments; "
+                               "never run through a shell; every {workdir} in an argument is replaced by the call's "
+                               "work directory")
+    channels: list[str] = Field(..., min_length=1, description="names of the state's channels")
+    spatial_shape: list[PositiveInt] = Field(..., min_length=1, description="the state's grid, e.g. [32] or [64, 32]")
+    parameters: list[str] | None = Field(None, description="case parameters written to params.npy, in this order "
+                                         "(default: all of the first case's, sorted by name)")
+    mode: Literal["batch", "case", "persistent"] = Field(
+        "batch", description="batch: one run per step for all rows; case: one run per row, max_processes at once; "
+        "persistent: one long-lived process answering JSON lines on stdin/stdout")
+    max_processes: int = Field(2, ge=1, description="case mode: runs at once")
+    env_vars: dict[str, str] = Field(default_factory=dict, description="added to the inherited environment")
+    cwd: str | None = Field(None, description="the solver's current directory (default: the call's work directory; "
+                            "persistent mode: the session directory)")
+    workdir_root: str | None = Field(None, description="where work directories are made (default: a fresh "
+                                     "temporary directory per simulator)")
+    timeout_s: float = Field(60.0, gt=0, description="limit per run (persistent mode: per request)")
+    allowed_return_codes: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                                            description="exit codes that count as success")
+    keep_workdir: bool = Field(False, description="keep every work directory (default: deleted after each call, "
+                               "failed ones included)")
+    dtype: Literal["float32", "float64"] = Field("float64", description="dtype of state.npy")
+
+    @field_validator("command")
+    @classmethod
+    def _program(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("command[0] (the program) must not be empty")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"channels repeat: {v}")
+        return v
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not k or "=" in k or "\0" in k]
+        if bad:
+            raise ValueError(f"invalid environment variable name(s): {bad}")
+        return v
+
+
+def _tail(text: str) -> str:
+    lines = text.rstrip().splitlines()[-TAIL_LINES:]
+    return "\n".join(lines)[-TAIL_CHARS:]
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8 * TAIL_CHARS))
+            return _tail(f.read().decode("utf-8", "replace"))
+    except OSError:
+        return ""
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Stop ``proc`` and everything it started (its own session), and reap it."""
+    if proc.poll() is None:
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _exit_text(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"was killed by {name} (exit code {rc})"
+    return f"exited with code {rc}"
+
+
+class _ServerDied(Exception):
+    pass
+
+
+class _ServerTimeout(Exception):
+    pass
+
+
+class _Server:
+    """A persistent solver process: requests on stdin, answers on stdout, stderr drained."""
+
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str]):
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                                     bufsize=1, start_new_session=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr: deque[str] = deque(maxlen=5 * TAIL_LINES)
+        self.ignored: deque[str] = deque(maxlen=5)  # stdout lines that were no answer
+        self._threads = [threading.Thread(target=self._pump_stdout, daemon=True),
+                         threading.Thread(target=self._pump_stderr, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _pump_stdout(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                self.lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(None)
+
+    def _pump_stderr(self) -> None:
+        try:
+            for line in self.proc.stderr:
+                self.stderr.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self) -> str:
+        return _tail("\n".join(self.stderr))
+
+    def request(self, message: dict, timeout_s: float) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # a broken pipe: it is gone
+            raise _ServerDied() from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _ServerTimeout()
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                raise _ServerTimeout() from None
+            if line is None:
+                raise _ServerDied()
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                answer = json.loads(text)
+            except json.JSONDecodeError:
+                answer = None
+            if isinstance(answer, dict) and "ok" in answer:
+                return answer
+            self.ignored.append(text[:200])
+
+    def returncode(self) -> int | None:
+        """The exit code, once it has exited (waits a little for it), with stderr read to its end."""
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        self._threads[1].join(timeout=2)
+        return self.proc.returncode
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        try:
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill(self.proc)
+        for t in self._threads:
+            t.join(timeout=1)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+
+
+def _stop_server(server: _Server) -> None:
+    server.stop()
+
+
+def _resolve_program(program: str) -> str:
+    if os.path.isabs(program) or os.sep not in program and (os.altsep is None or os.altsep not in program):
+        return program
+    return os.path.abspath(program)
+
+
+class External(Simulator):
+    """An executable as the black-box step; see the module docstring for the file protocol."""
+
+    Config = ExternalConfig
+    differentiable = False
+
+    def __init__(self, config: ExternalConfig, device: str | torch.device = "cpu"):
+        super().__init__(config, device)
+        self.program = _resolve_program(config.command[0])  # seen from where zooframe runs
+        self.restarts = 0  # persistent processes started again after one died or hung
+        self._runtime()
+
+    def _runtime(self) -> None:
+        """What cannot travel to a worker: made again after unpickling."""
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._server_finalizer: weakref.finalize | None = None
+        self._session: Path | None = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ("_lock", "_server", "_server_finalizer", "_session"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._runtime()
+
+    @property
+    def state_spec(self) -> StateSpec:
+        return StateSpec(tuple(self.config.channels), tuple(self.config.spatial_shape))
+
+    # --- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the persistent process (if any) and delete the session directory (unless
+        ``keep_workdir``). The simulator stays usable: the next step starts what it needs."""
+        with self._lock:
+            self._stop_server()
+            if self._session is not None and not self.config.keep_workdir:
+                shutil.rmtree(self._session, ignore_errors=True)
+            self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _stop_server(self, grace_s: float = STOP_GRACE_S) -> None:
+        if self._server_finalizer is not None and self._server_finalizer.detach() is not None:
+            self._server.stop(grace_s)  # the finalizer stops it on garbage collection and at exit instead
+        self._server, self._server_finalizer = None, None
+
+    def _session_dir(self) -> Path:
+        if self._session is None:
+            if self.config.workdir_root is not None:
+                root = Path(self.config.workdir_root).absolute()
+                root.mkdir(parents=True, exist_ok=True)
+                self._session = Path(tempfile.mkdtemp(prefix="session-", dir=root))
+            else:
+                self._session = Path(tempfile.mkdtemp(prefix="zooframe-external-"))
+            if not self.config.keep_workdir:
+                weakref.finalize(self, shutil.rmtree, str(self._session), True)
+        return self._session
+
+    # --- the step -----------------------------------------------------------------------------
+    def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
+        expected = (len(cases), *self.state_spec.shape)
+        if tuple(state.shape) != expected:
+            raise SimulatorShapeError(f"external simulator: got a state of shape {tuple(state.shape)} for "
+                                      f"{len(cases)} case(s); expected {expected}")
+        if len(cases) == 0:
+            return state.clone()
+        array = np.ascontiguousarray(state.detach().cpu().numpy(), dtype=self.config.dtype)
+        names, params = self._parameters(cases)
+        case_names = [c.name for c in cases]
+        with self._lock:  # made once, before case mode's threads need it
+            self._session_dir()
+        mode = self.config.mode
+        if mode == "batch":
+            out = self._call(array, params, names, case_names, seed, f"batch of {len(cases)} rows")
+        elif mode == "case":
+            out = self._per_case(array, params, names, case_names, seed)
+        else:
+            with self._lock:
+                out = self._call(array, params, names, case_names, seed, f"batch of {len(cases)} rows",
+                                 persistent=True)
+        return torch.as_tensor(out, device=state.device).to(state.dtype)
+
+    def _parameters(self, cases: Sequence[Case]) -> tuple[list[str], np.ndarray]:
+        names = list(self.config.parameters) if self.config.parameters is not None else sorted(cases[0].params)
+        params = np.empty((len(cases), len(names)), dtype=np.float64)
+        for i, case in enumerate(cases):
+            missing = [n for n in names if n not in case.params]
+            if missing:
+                raise ZooframeError(f"external simulator: case {case.name!r} has no parameter(s) "
+                                    f"{', '.join(missing)} (it has: {', '.join(sorted(case.params)) or 'none'}); "
+                                    "set simulator.parameters to the ones the solver reads")
+            params[i] = [float(case.params[n]) for n in names]
+        return names, params
+
+    def _per_case(self, array, params, names, case_names, seed) -> np.ndarray:
+        rows = len(array)
+        out = np.empty(array.shape, dtype=np.float64)
+        with ThreadPoolExecutor(min(self.config.max_processes, rows), thread_name_prefix="zooframe-external") as pool:
+            futures = [pool.submit(self._call, array[i:i + 1], params[i:i + 1], names, case_names[i:i + 1], seed,
+                                   f"row {i} of {rows}, case {case_names[i]!r}") for i in range(rows)]
+            try:
+                for i, future in enumerate(futures):
+                    out[i] = future.result()[0]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return out
+
+    # --- one call: a work directory, a run or a request, the output -----------------------------
+    def _argv(self, workdir: Path) -> list[str]:
+        return [self.program, *(a.replace(PLACEHOLDER, str(workdir)) for a in self.config.command[1:])]
+
+    def _env(self, workdir: Path) -> dict[str, str]:
+        return {**os.environ, **self.config.env_vars, WORKDIR_ENV: str(workdir)}
+
+    def _call(self, array, params, names, case_names, seed, label, persistent=False) -> np.ndarray:
+        workdir = Path(tempfile.mkdtemp(prefix="call-", dir=self._session_dir()))
+        try:
+            np.save(workdir / STATE, array)
+            np.save(workdir / PARAMS, params)
+            manifest = {"format_version": FORMAT_VERSION, "rows": len(array), "shape": list(array.shape),
+                        "dtype": self.config.dtype, "channels": list(self.config.channels),
+                        "parameter_names": names, "case_names": list(case_names), "seed": int(seed),
+                        "state": STATE, "params": PARAMS, "output": OUTPUT}
+            (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            if persistent:
+                argv, stderr = self._request(workdir, label)
+            else:
+                argv = self._argv(workdir)
+                self._run(argv, workdir, label)
+                stderr = lambda: _read_tail(workdir / STDERR)  # noqa: E731
+            return self._output(workdir, array.shape, case_names, argv, label, stderr)
+        finally:
+            if not self.config.keep_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fault(self, cls: type[SimulatorFault], label: str, what: str, argv: list[str], workdir: Path | None,
+               stderr: str, more: str = "") -> SimulatorFault:
+        lines = [f"external simulator ({self.config.mode} mode, {label}): {what}", f"  command: {shlex.join(argv)}"]
+        if workdir is not None:
+            kept = ("kept" if self.config.keep_workdir else
+                    "deleted after the call; set simulator.keep_workdir to true to keep it")
+            lines.append(f"  workdir: {workdir} ({kept})")
+        if more:
+            lines.append(f"  {more}")
+        tail = _tail(stderr)
+        lines.append("  stderr, last lines:" + ("\n" + "\n".join("    " + l for l in tail.splitlines())
+                                                if tail else " (empty)"))
+        return cls("\n".join(lines))
+
+    def _run(self, argv: list[str], workdir: Path, label: str) -> None:
+        cwd = self.config.cwd or str(workdir)
+        with open(workdir / STDOUT, "wb") as out, open(workdir / STDERR, "wb") as err:
+            try:
+                proc = subprocess.Popen(argv, cwd=cwd, env=self._env(workdir), stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=err, start_new_session=True)
+            except OSError as exc:
+                raise self._fault(SimulatorCrashed, label, f"could not start ({type(exc).__name__}: {exc})", argv,
+                                  workdir, "") from None
+            try:
+                rc = proc.wait(timeout=self.config.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                raise self._fault(SimulatorTimeout, label, f"ran past timeout_s ({self.config.timeout_s:g} s) and was "
+                                  "stopped", argv, workdir, _read_tail(workdir / STDERR)) from None
+            except BaseException:
+                _kill(proc)
+                raise
+        if rc not in self.config.allowed_return_codes:
+            stderr = _read_tail(workdir / STDERR)
+            stdout = _read_tail(workdir / STDOUT)
+            raise self._fault(SimulatorCrashed, label, f"{_exit_text(rc)} (allowed: "
+                              f"{', '.join(map(str, self.config.allowed_return_codes))})", argv, workdir, stderr,
+                              f"stdout, last line: {stdout.splitlines()[-1][:200]}" if stdout and not stderr else "")
+
+    def _request(self, workdir: Path, label: str):
+        session = self._session_dir()
+        argv = self._argv(session)
+        server = self._server
+        if server is not None and not server.alive():  # it died between calls: start a new one
+            rc = server.returncode()
+            warnings.warn(f"the persistent external simulator {_exit_text(rc) if rc is not None else 'stopped'} "
+                          f"between calls and is started again; its stderr ended with:\n{server.stderr_tail()}",
+                          RuntimeWarning, stacklevel=3)
+            self._stop_server(grace_s=0)
+            self.restarts += 1
+            server = None
+        if server is None:
+            try:
+                server = _Server(argv, self.config.cwd or str(session), self._env(session))
+            except OSError as exc:
+                raise self._fault(SimulatorCrashed, label, f"could not start the persistent process "
+                                  f"({type(exc).__name__}: {exc})", argv, workdir, "") from None
+            self._server = server
+            self._server_finalizer = weakref.finalize(self, _stop_server, server)
+        try:
+            answer = server.request({"workdir": str(workdir), "manifest": MANIFEST}, self.config.timeout_s)
+        except _ServerTimeout:
+            self._stop_server(grace_s=0)
+            self.restarts += 1
+            raise self._fault(SimulatorTimeout, label, f"the persistent process gave no answer within timeout_s "
+                              f"({self.config.timeout_s:g} s); it was stopped, and the next call starts a new one",
+                              argv, workdir, server.stderr_tail()) from None
+        except _ServerDied:
+            rc = server.returncode()
+            self._stop_server(grace_s=0)
+            self.restarts += 1
+            ignored = f"stdout lines that were no answer: {list(server.ignored)}" if server.ignored else ""
+            raise self._fault(SimulatorCrashed, label, f"the persistent process "
+                              f"{_exit_text(rc) if rc is not None else 'closed its stdout'} during a request; the "
+                              "next call starts a new one", argv, workdir, server.stderr_tail(), ignored) from None
+        if answer.get("ok") is not True:
+            raise self._fault(SimulatorCrashed, label, f"the persistent process answered with an error: "
+                              f"{str(answer.get('error', answer))[:TAIL_CHARS]}", argv, workdir, server.stderr_tail())
+        return argv, server.stderr_tail
+
+    def _output(self, workdir: Path, shape: tuple[int, ...], case_names: list[str], argv: list[str], label: str,
+                stderr) -> np.ndarray:
+        path = workdir / OUTPUT
+        if not path.is_file():
+            raise self._fault(SimulatorOutputError, label, f"wrote no {OUTPUT}", argv, workdir, stderr())
+        try:
+            out = np.load(path, allow_pickle=False)
+        except Exception as exc:  # truncated, not .npy, an object array
+            raise self._fault(SimulatorOutputError, label, f"{OUTPUT} cannot be read as a .npy file "
+                              f"({type(exc).__name__}: {exc})", argv, workdir, stderr()) from None
+        if not isinstance(out, np.ndarray):  # an .npz archive
+            out.close()
+            raise self._fault(SimulatorOutputError, label, f"{OUTPUT} is an .npz archive, not a .npy array", argv,
+                              workdir, stderr())
+        if out.dtype.kind != "f" or out.dtype.itemsize not in (4, 8):
+            raise self._fault(SimulatorShapeError, label, f"{OUTPUT} has dtype {out.dtype}; expected float64 or "
+                              "float32", argv, workdir, stderr())
+        if out.shape != tuple(shape):
+            raise self._fault(SimulatorShapeError, label, f"{OUTPUT} has shape {list(out.shape)}; expected "
+                              f"{list(shape)} (rows, channels {', '.join(self.config.channels)}, grid "
+                              f"{list(self.config.spatial_shape)})", argv, workdir, stderr())
+        finite = np.isfinite(out).reshape(len(out), -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            rows = ", ".join(f"{i} ({case_names[i]})" for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            raise self._fault(SimulatorNonFinite, label, f"{OUTPUT} holds NaN or Inf in {len(bad)} of {len(out)} "
+                              f"row(s): {rows}", argv, workdir, stderr())
+        return out
