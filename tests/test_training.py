@@ -172,3 +172,27 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a run folder" in err and "Traceback" not in err
+
+
+def test_every_failure_after_the_folder_exists_ends_in_a_summary(tmp_path, monkeypatch):
+    import json
+
+    from zooframe import runs
+
+    config = small(steps=2)
+    config["reference"] = {"kind": "file", "path": str(tmp_path / "missing.npz")}
+    with pytest.raises(zooframe.ZooframeError):
+        zooframe.run(config, output=tmp_path / "a")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_in"].startswith("building")
+    assert "missing.npz" in summary["error"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figures crashed")
+
+    monkeypatch.setattr(runs, "held_out", broken)
+    with pytest.raises(RuntimeError):
+        zooframe.run(small(steps=2), output=tmp_path / "b")
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert (summary["status"], summary["failed_in"], summary["steps"]) == ("failed", "evaluation", 2)
+    assert "figures crashed" in summary["error"] and (tmp_path / "b" / "model.pt").is_file()

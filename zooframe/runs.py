@@ -51,8 +51,9 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     ``on_step(metrics, trainer)`` is called after each optimizer step with that step's metrics
     (as written to ``metrics.jsonl``): a place for a caller's own monitoring.
 
-    If training stops early (an error, Ctrl-C), the weights and metrics so far are still written
-    and ``summary.json`` says how it ended.
+    If training stops early (an error, Ctrl-C), the weights and metrics so far are still written.
+    Whatever fails once the folder exists (building the experiment, training, evaluation,
+    figures), ``summary.json`` ends with the status and the error.
     """
     registry = registry or get_registry()
     if not isinstance(config, ExperimentBase):
@@ -60,8 +61,25 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / CONFIG_FILE, config.to_json())
-    with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
-        return _run(config, out, progress, registry, threads, on_step)
+    _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
+    try:
+        with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
+            return _run(config, out, progress, registry, threads, on_step)
+    except BaseException as exc:
+        _record_failure(out / SUMMARY_FILE, exc)
+        raise
+
+
+def _record_failure(path: Path, exc: BaseException) -> None:
+    """Mark the summary as failed (or interrupted) at the stage it reached, keeping what it holds."""
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("status") in ("failed", "interrupted"):
+        return  # training wrote it, with its counts
+    summary["failed_in"] = {"building": "building the experiment (or pruning)", "trained": "evaluation"}.get(
+        summary.get("status"), summary.get("status"))
+    summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    summary["error"] = f"{type(exc).__name__}: {exc}"
+    _write_json(path, summary)
 
 
 def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Registry,
