@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+
 from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
 from .errors import ZooframeError
 from .experiment import WorkerSpec

@@ -228,7 +228,7 @@ def check_simulator(simulator: Simulator, reference: ReferenceSource | str | Pat
 
     def output_dtype() -> None:
         for dtype in (torch.float64, torch.float32):
-            out = _step(sim, start.to(dtype), task_cases, seed)
+            out = ok["out"] if dtype == start.dtype and "out" in ok else _step(sim, start.to(dtype), task_cases, seed)
             if out.dtype != dtype:
                 raise _Failed(f"a {dtype} state came back as {out.dtype}",
                               "return the input's dtype (float64 runs need float64 steps: ZO differences of "

@@ -15,7 +15,6 @@ from .estimators.base import StepInputs
 from .objective import CorrectionObjective, Window
 from .sparsity import SparsityPlan, initial_scores
 from .threads import ThreadPolicy
-from .windows import WindowSampler
 
 
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:

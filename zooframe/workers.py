@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+
 import torch
 
 from .estimators.base import QuerySet
