@@ -22,3 +22,13 @@ def project_registry():
     external_plugin = pytest.importorskip("zooframe_external.plugin")
     return Registry(load_external=False, plugins={"zooframe-phiflow": phiflow_plugin,
                                                   "zooframe-external": external_plugin})
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the whole test session (start-up costs seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+             log_to_driver=False)
+    yield
+    ray.shutdown()

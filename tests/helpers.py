@@ -49,10 +49,54 @@ class OpaqueBurgers(Burgers):
         return out.numpy()
 
 
+class FaultyBurgersConfig(BurgersConfig):
+    kind: Literal["faulty_burgers"]
+    fault: Literal["exception", "timeout", "output", "shape", "nonfinite"] = "exception"
+    above: float | None = None  # rows whose largest |value| exceeds this fault, every time (a diverging input)
+    every: int | None = None  # every n-th call of this process faults once (a transient fault)
+    rows: int | None = None  # calls with this many rows fault (e.g. a window's first step, shared by all queries)
+    # only steps of training cases fault, so that the held-out evaluation after training runs clean
+
+
+class FaultyBurgers(Burgers):
+    """Burgers with injected faults of one class, deterministic so that a test knows which
+    queries fail: rows with values beyond ``above``, or every ``every``-th call."""
+
+    Config = FaultyBurgersConfig
+    differentiable = False
+
+    def __init__(self, config, device="cpu"):
+        super().__init__(config, device)
+        self.calls = 0
+
+    def step(self, state, cases, seed):
+        from zooframe import faults
+
+        cfg = self.config
+        bad = torch.zeros(state.shape[0], dtype=torch.bool)
+        if not cases[0].name.startswith("train"):
+            return Burgers.step(self, state, cases, seed)
+        self.calls += 1
+        if cfg.above is not None:
+            bad |= state.detach().flatten(1).abs().amax(dim=1).cpu() > cfg.above
+        if (cfg.every is not None and self.calls % cfg.every == 0) or state.shape[0] == cfg.rows:
+            bad[:] = True
+        out = Burgers.step(self, state, cases, seed)
+        if not bad.any():
+            return out
+        if cfg.fault == "nonfinite":
+            return torch.where(bad.to(out.device).view(-1, *[1] * (out.ndim - 1)), float("nan"), out)
+        if cfg.fault == "shape":
+            return out[..., :-1]
+        raise {"exception": RuntimeError("solver diverged"), "timeout": faults.SimulatorTimeout("ran past 5 s"),
+               "output": faults.SimulatorOutputError("no output file")}[cfg.fault]
+
+
 class _Plugin:
     @zooframe.hookimpl
     def register_simulators(self, register):
         register(OpaqueBurgers)
+        register(FaultyBurgers)
 
 
 def registry_with_opaque():

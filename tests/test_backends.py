@@ -19,15 +19,6 @@ from .helpers import small
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="session")
-def ray_instance():
-    """One local Ray instance for the whole test session (start-up costs seconds)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def estimate(make_engine, config):
     exp = Experiment.build(zooframe.load_config(config))
     engine = make_engine(exp)

@@ -95,7 +95,8 @@ def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
     Recording.seen = []
     trainer = Trainer(Experiment.build(config, registry))
     window = trainer.sampler.sample(0)
-    _, loss, used = trainer.gradient(window)
+    _, loss = trainer.gradient(window)
+    used = trainer.tally.queries
     (given,) = Recording.seen
     assert given.mask is None
     nog = CorrectionObjective(trainer.exp.runner, trainer.exp.flat, window, "identity")  # the default solver_jacobian
@@ -159,8 +160,9 @@ def test_a_failing_simulator_keeps_what_was_computed(tmp_path):
     # each step costs 2 cases x (1 + 2 x 42 queries) = 170 single-case calls: fail during step 4
     config["simulator"].update(kind="opaque_burgers", fail_after=20 + 3 * 170 + 50)
     OpaqueBurgers.calls = 0
-    with pytest.raises(RuntimeError, match="solver diverged"):
+    with pytest.raises(zooframe.ZooframeError, match="'opaque_burgers' failed at step 3: .*solver diverged") as info:
         zooframe.run(config, output=tmp_path, registry=registry_with_opaque())
+    assert isinstance(info.value.__cause__, RuntimeError)  # the plugin's own error, with its traceback
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "solver diverged" in summary["error"]
     assert summary["steps"] == 3

@@ -93,6 +93,44 @@ class RayConfig(Section):
     object_store_mb: int | None = Field(None, ge=64, description="object store of a local instance (default: Ray's)")
 
 
+FaultClass = Literal["exception", "timeout", "output", "shape", "nonfinite"]
+FaultAction = Literal["abort", "skip", "penalty"]
+
+
+class FaultConfig(Section):
+    """What a step does with a query whose simulator call failed (see :mod:`zooframe.fault_policy`)."""
+
+    policy: Literal["abort", "retry", "skip", "penalty"] = Field(
+        "abort", description="abort: stop the run with an error naming the simulator, the step, the fault and the "
+        "queries; retry: evaluate the query again, up to retries times, then do what 'then' says; skip: leave the "
+        "query out of the step's estimate (the estimator rescales); penalty: use the loss 'penalty' for it")
+    retries: int = Field(2, ge=1, description="retry: attempts after the first")
+    then: FaultAction = Field("abort", description="retry: what to do when the retries fail too")
+    penalty: float | None = Field(None, description="penalty: the loss value that stands for a failed query")
+    by_class: dict[FaultClass, Literal["abort", "retry", "skip", "penalty"]] = Field(
+        default_factory=dict, description="a policy per fault class that replaces 'policy' for it, e.g. "
+        "{\"shape\": \"abort\"} to stop on a plugin bug while skipping NaN")
+    max_lost_fraction: float = Field(0.5, ge=0, le=1, description="a step that loses more than this fraction of its "
+                                     "queries (skipped or faulted) takes no optimizer step and is logged as skipped")
+    max_skipped_in_a_row: int = Field(10, ge=1, description="the run stops after this many skipped steps in a row")
+
+    def action(self, fault: str) -> str:
+        """abort, skip or penalty for a query of class ``fault`` once its retries (if any) failed."""
+        policy = self.by_class.get(fault, self.policy)
+        return self.then if policy == "retry" else policy
+
+    def retries_for(self, fault: str) -> int:
+        return self.retries if self.by_class.get(fault, self.policy) == "retry" else 0
+
+    @model_validator(mode="after")
+    def _penalty_given(self):
+        actions = {self.action(f) for f in FaultClass.__args__}
+        if "penalty" in actions and self.penalty is None:
+            raise ValueError("a penalty policy needs the loss value that stands for a failed query: set "
+                             "execution.faults.penalty (e.g. a few times the initial loss)")
+        return self
+
+
 class ExecutionConfig(Section):
     backend: Literal["local", "process", "ray"] = Field(
         "local", description="local: in this process; process: a pool of local workers; ray: Ray actors")
@@ -113,6 +151,7 @@ class ExecutionConfig(Section):
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     ray: RayConfig = RayConfig()
+    faults: FaultConfig = Field(FaultConfig(), description="what a step does with failed simulator queries")
 
     @field_validator("chunk_size", "threads")
     @classmethod

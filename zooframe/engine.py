@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from .estimators.base import QuerySet
+from .fault_policy import STRICT, Evaluated, Guard
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,6 +35,18 @@ class Engine:
         self.restarts = 0
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
+        """The queries' losses (NaN where the loss is not finite); a simulator's error is raised."""
+        evaluated = self.evaluate_all(objective, queries, STRICT)
+        if any(f not in (None, "nonfinite") for f in evaluated.faults):
+            if evaluated.exception is not None:
+                raise evaluated.exception
+            from .errors import ZooframeError
+
+            raise ZooframeError("a worker's simulator failed: " + "; ".join(evaluated.messages.values()))
+        return evaluated.values
+
+    def evaluate_all(self, objective: Objective, queries: QuerySet, guard: Guard) -> Evaluated:
+        """Every query's loss or fault, captured by ``guard`` (see :mod:`zooframe.fault_policy`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -53,10 +66,10 @@ class LocalEngine(Engine):
     def __init__(self, chunk_size: int = 256):
         super().__init__(chunk_size)
 
-    def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
-        values = [objective(queries.materialize(a, b)) for a, b in chunks(len(queries), self.chunk_size)]
+    def evaluate_all(self, objective: Objective, queries: QuerySet, guard: Guard) -> Evaluated:
+        parts = [guard(objective, queries.materialize(a, b)) for a, b in chunks(len(queries), self.chunk_size)]
         self.queries += len(queries)
-        return torch.cat(values)
+        return Evaluated.cat(parts)
 
 
 def auto_chunk_size(rows_per_query: int, state_numel: int, params: int, bytes_per_value: int, budget_mb: float) -> int:
@@ -96,7 +109,7 @@ class RemoteEngine(Engine):
         self.max_restarts = max_restarts
         self.timeout_s = timeout_s
 
-    def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
+    def evaluate_all(self, objective: Objective, queries: QuerySet, guard: Guard) -> Evaluated:
         from .errors import ZooframeError
 
         if not callable(getattr(objective, "portable", None)):
@@ -104,13 +117,14 @@ class RemoteEngine(Engine):
                                 f"{type(objective).__name__} cannot describe itself to one (it has no portable() "
                                 "returning a zooframe.objective.Recipe); use execution.backend 'local'")
         recipe = objective.portable()
-        tasks = [(recipe, queries.subset(a, b)) for a, b in spread(len(queries), self.workers, self.chunk_size)]
+        tasks = [(recipe, queries.subset(a, b), guard)
+                 for a, b in spread(len(queries), self.workers, self.chunk_size)]
         results = self._gather(tasks)
         self.queries += len(queries)
         self.remote_seconds += sum(seconds for _, seconds in results)
-        return torch.cat([values for values, _ in results])
+        return Evaluated.cat([evaluated for evaluated, _ in results])
 
-    def _gather(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
+    def _gather(self, tasks: list[tuple]) -> list[tuple[Evaluated, float]]:
         from .errors import ZooframeError
 
         while True:
@@ -126,9 +140,9 @@ class RemoteEngine(Engine):
                 self.restarts += 1
                 self._restart()
 
-    def _map(self, tasks: list[tuple]) -> list[tuple[torch.Tensor, float]]:
+    def _map(self, tasks: list[tuple]) -> list[tuple[Evaluated, float]]:
         """The tasks' results in order; :class:`WorkerLost` when a worker died or, after
-        ``timeout_s``, some results are still missing. A simulator's own errors pass through."""
+        ``timeout_s``, some results are still missing. A simulator's faults come back in the results."""
         raise NotImplementedError
 
     def _restart(self) -> None:

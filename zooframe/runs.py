@@ -98,7 +98,8 @@ def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Reg
             metrics.write(json.dumps(m) + "\n")
             metrics.flush()
             bar.update(1)
-            bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
+            if m["loss"] is not None:
+                bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
             if callback:
                 callback(m, trainer)
 
@@ -120,7 +121,9 @@ def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Reg
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
             summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
-                           worker_restarts=trainer.engine.restarts,
+                           worker_restarts=trainer.engine.restarts, faults=dict(trainer.faults),
+                           recovered=dict(trainer.recovered),
+                           retries=trainer.retried, skipped_steps=trainer.skipped,
                            threads={"setting": threads.setting, "checks": threads.history})
             _write_json(out / SUMMARY_FILE, summary)
     if trainer.plan and config.sparsity.use == "model":
@@ -139,7 +142,7 @@ def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, An
     corrected / reference snapshots."""
     if not figures.available():
         return "skipped: matplotlib is not installed (pip install 'zooframe[plot]')"
-    metrics = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+    metrics = [m for m in map(json.loads, (out / METRICS_FILE).read_text().splitlines()) if m["loss"] is not None]
     paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics]),
              figures.error_curves(out / "mae.png", {"source": ev["src"]["mae_per_step"],
                                                     "corrected": ev["corrected"]["mae_per_step"]},

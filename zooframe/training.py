@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
@@ -12,6 +14,8 @@ from .engine import LocalEngine
 from .errors import ZooframeError
 from .experiment import Experiment
 from .estimators.base import StepInputs
+from .fault_policy import LOST_WORKER, Guard, classify, describe, fault_message, resolve
+from .faults import SimulatorNonFinite
 from .objective import CorrectionObjective, Window
 from .sparsity import SparsityPlan, initial_scores
 from .threads import ThreadPolicy
@@ -19,11 +23,35 @@ from .threads import ThreadPolicy
 
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The gradient of ``objective`` at ``theta`` by autograd (through the solver as the
-    objective's ``solver_jacobian`` says) and the loss there: one rollout and its backward pass."""
+    objective's ``solver_jacobian`` says) and the loss there: one rollout and its backward pass.
+    A loss or gradient that is not finite raises :class:`SimulatorNonFinite`."""
     theta = theta.detach().requires_grad_(True)
     loss = objective(theta[None])[0]
     (grad,) = torch.autograd.grad(loss, theta)
+    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
+        raise SimulatorNonFinite(f"the rollout's loss ({float(loss)}) or its gradient is not finite")
     return grad, float(loss.detach())
+
+
+class StepSkipped(Exception):
+    """The fault policy left no estimate for this step: no optimizer step is taken."""
+
+
+@dataclass
+class FaultTally:
+    """One step's (or the run's) queries, faults by class and retries."""
+
+    queries: int = 0
+    retried: int = 0
+    faults: Counter = field(default_factory=Counter)
+    recovered: Counter = field(default_factory=Counter)
+
+    def add(self, faults: dict[str, int], retried: int = 0, queries: int = 0,
+            recovered: dict[str, int] | None = None) -> None:
+        self.faults.update(faults)
+        self.recovered.update(recovered or {})
+        self.retried += retried
+        self.queries += queries
 
 
 PROVIDED_INPUTS = frozenset(f.name for f in fields(StepInputs))
@@ -73,6 +101,13 @@ class Trainer:
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.queries = 0
+        self.guard = Guard.from_config(exp.config.execution.faults)
+        self.tally = FaultTally()  # the current step's
+        self.faults: Counter = Counter()  # the run's, by class
+        self.recovered: Counter = Counter()
+        self.retried = 0
+        self.skipped: list[int] = []  # steps that took no optimizer step
+        self._skipped_in_a_row = 0
         try:
             self.plan = self._prune() if exp.config.sparsity.method != "none" else None
         except BaseException:
@@ -101,44 +136,84 @@ class Trainer:
         if self._own_threads:
             self.threads.restore()
 
-    def gradient(self, window: Window) -> tuple[torch.Tensor, float, int]:
-        """The step's gradient, the loss at the current parameters and the queries it took."""
-        exp = self.exp
-        objective = exp.objective(window, self.jacobian)
+    def gradient(self, window: Window) -> tuple[torch.Tensor, float]:
+        """The step's gradient and the loss at the current parameters; the queries it took and its
+        faults go into ``self.tally``. Raises :class:`StepSkipped` when the fault policy leaves no
+        estimate to take a step from."""
+        exp, tally = self.exp, self.tally
+        objective = self._attempt("computing the window's first solver step", lambda: exp.objective(window, self.jacobian))
         theta = exp.flat.get()
         mask = self.plan.mask(self.step) if self.plan else None
         if exp.config.training.mode != "zo":
-            grad, loss = autograd_gradient(objective, theta)
-            return grad if mask is None else grad * mask, loss, 0
-        given, loss, used = self.step_inputs(objective, theta, mask)
+            grad, loss = self._attempt("the rollout under autograd", lambda: autograd_gradient(objective, theta))
+            return grad if mask is None else grad * mask, loss
+        given, loss = self.step_inputs(objective, theta, mask)
         with torch.no_grad():
             queries = exp.estimator.ask(theta, self.generator, given)
-            values = self.engine.evaluate(objective, queries)
-            bad = (~torch.isfinite(values)).sum()
-            if bad:
-                raise ZooframeError(f"{int(bad)} of {len(values)} queries returned NaN or Inf at step "
-                                    f"{self.step}; no optimizer step was taken from them")
-            grad = exp.estimator.tell(queries, values)
-            used += len(queries)
-            if queries.with_center:
-                loss = float(values[0])
+            evaluated = self.engine.evaluate_all(objective, queries, self.guard)
+            tally.add(evaluated.counts(), evaluated.retried, len(queries), evaluated.recovered)
+            policy = exp.config.execution.faults
+            outcome = resolve(evaluated, policy)
+            if outcome.aborting:
+                raise ZooframeError(fault_message(evaluated, exp.config.simulator.kind, self.step)) from evaluated.exception
+            lost = int((~outcome.usable).sum())
+            if not lost:
+                grad = exp.estimator.tell(queries, outcome.values)
+            elif lost > policy.max_lost_fraction * len(queries):
+                raise StepSkipped(f"{lost} of {len(queries)} queries lost, more than execution.faults.max_lost_fraction "
+                                  f"({policy.max_lost_fraction:g})")
+            elif not exp.estimator.partial:
+                raise StepSkipped(f"{lost} of {len(queries)} queries lost, and estimator {exp.config.estimator.kind!r} "
+                                  "estimates from complete query sets only")
+            else:
+                grad = exp.estimator.tell(queries, outcome.values, outcome.usable)
+                if grad is None:
+                    raise StepSkipped(f"{lost} of {len(queries)} queries lost, and the rest give no estimate "
+                                      "(the centre query, or every pair, was among them)")
+            if queries.with_center and outcome.usable[0]:
+                loss = float(outcome.values[0])
             elif loss is None:
-                loss = float(objective(theta[None])[0])
-                used += 1
-        return grad, loss, used
+                centre = self.guard(objective, theta[None])
+                tally.add(centre.counts(), centre.retried, 1, centre.recovered)
+                loss = float(centre.values[0])  # NaN if the centre failed: the loss is only reported
+        return grad, loss
 
     def step_inputs(self, objective: CorrectionObjective, theta: torch.Tensor,
-                    mask: torch.Tensor | None) -> tuple[StepInputs, float | None, int]:
-        """What the estimator declared it needs (``Estimator.inputs``), the loss at theta when
-        computing them gave it, and the queries they took."""
+                    mask: torch.Tensor | None) -> tuple[StepInputs, float | None]:
+        """What the estimator declared it needs (``Estimator.inputs``), and the loss at theta when
+        computing them gave it."""
         wants = self.exp.estimator.inputs
-        surrogate, loss, used = None, None, 0
+        surrogate, loss = None, None
         if "surrogate" in wants:
-            surrogate, loss = autograd_gradient(objective, theta)
-            used = 1
+            surrogate, loss = self._attempt("the surrogate gradient's rollout", lambda: autograd_gradient(objective, theta))
+            self.tally.queries += 1
             if mask is not None:
                 surrogate = surrogate * mask
-        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate), loss, used
+        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate), loss
+
+    def _attempt(self, what: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, a part of the step that all its queries share, under the fault policy:
+        retried as configured; then either the run aborts or the step is skipped (a penalty has no
+        meaning without queries)."""
+        policy, attempts = self.exp.config.execution.faults, 0
+        while True:
+            try:
+                result = compute()
+                if attempts:
+                    self.tally.recovered[fault] += 1
+                return result
+            except Exception as exc:
+                fault = classify(exc)
+                if attempts < policy.retries_for(fault):
+                    attempts += 1
+                    self.tally.retried += 1
+                    continue
+                self.tally.add({fault: 1})
+                if policy.action(fault) == "abort":
+                    raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed at step {self.step} while "
+                                        f"{what} ({fault}): {describe(exc)}. The fault policy (execution.faults) "
+                                        "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
+                raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
 
     def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
         cfg = self.exp.config.training
@@ -146,20 +221,59 @@ class Trainer:
         first = self.step
         while self.step < cfg.steps:
             self.threads.update(force=self.step == first)
-            sim_before = self.simulator_seconds
+            sim_before, restarts_before = self.simulator_seconds, self.engine.restarts
             step_start = time.perf_counter()
-            grad, loss, used = self.gradient(self.sampler.sample(self.step))
-            if not torch.isfinite(grad).all():
-                raise ZooframeError(f"the gradient at step {self.step} is not finite; no optimizer step was taken")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.exp.flat.set_grad(grad)
+            self.tally = FaultTally()
             lr = self.optimizer.param_groups[0]["lr"]
-            self.optimizer.step()
-            if self.plan:
-                self.plan.enforce()
-            self.scheduler.step()
+            try:
+                grad, loss = self.gradient(self.sampler.sample(self.step))
+                if not torch.isfinite(grad).all():
+                    self._nonfinite_gradient()
+                skipped = None
+            except StepSkipped as exc:
+                skipped, loss = str(exc), None
+            except BaseException:
+                self._account(self.tally, restarts_before)  # an aborted step's faults are in the summary too
+                raise
+            if skipped is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.exp.flat.set_grad(grad)
+                self.optimizer.step()
+                if self.plan:
+                    self.plan.enforce()
+            with warnings.catch_warnings():  # a skipped first step: the schedule follows the step count anyway
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                self.scheduler.step()
             self.step += 1
-            self.queries += used
-            on_step({"step": self.step, "loss": loss, "queries": used, "queries_total": self.queries, "lr": lr,
-                     "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
-                     "sim_s": self.simulator_seconds - sim_before, "wall_s": time.perf_counter() - start})
+            tally = self._account(self.tally, restarts_before)
+            metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.queries,
+                       "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
+                       "sim_s": self.simulator_seconds - sim_before, "wall_s": time.perf_counter() - start}
+            if tally.faults or tally.retried:
+                metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
+            if skipped is not None:
+                metrics["skipped"] = skipped
+                self.skipped.append(self.step)
+            on_step(metrics)
+            self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped is not None else 0
+            limit = self.exp.config.execution.faults.max_skipped_in_a_row
+            if self._skipped_in_a_row >= limit:
+                raise ZooframeError(f"{limit} steps in a row were skipped (execution.faults.max_skipped_in_a_row), "
+                                    f"the last at step {self.step}: {skipped}")
+
+    def _account(self, tally: FaultTally, restarts_before: int) -> FaultTally:
+        """Add a step's queries and faults (with its replaced workers) to the run's."""
+        if self.engine.restarts > restarts_before:
+            tally.add({LOST_WORKER: self.engine.restarts - restarts_before})
+        self.queries += tally.queries
+        self.faults.update(tally.faults)
+        self.recovered.update(tally.recovered)
+        self.retried += tally.retried
+        return tally
+
+    def _nonfinite_gradient(self) -> None:
+        """A gradient with NaN or Inf from finite losses (an overflow): a nonfinite fault of the step."""
+        self.tally.add({"nonfinite": 1})
+        if self.exp.config.execution.faults.action("nonfinite") == "abort":
+            raise ZooframeError(f"the gradient at step {self.step} is not finite; no optimizer step was taken")
+        raise StepSkipped("the gradient is not finite")

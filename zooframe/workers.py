@@ -11,6 +11,7 @@ import torch
 
 from .estimators.base import QuerySet
 from .experiment import WorkerSpec
+from .fault_policy import STRICT, Evaluated, Guard
 from .objective import Recipe
 
 
@@ -38,16 +39,21 @@ class EvaluationWorker:
         self._token: str | None = None
         self._objective = None
 
-    def evaluate(self, recipe: Recipe, queries: QuerySet) -> tuple[torch.Tensor, float]:
-        """Losses of ``queries`` on the objective ``recipe`` describes, and the simulator seconds
-        they took."""
+    def evaluate(self, recipe: Recipe, queries: QuerySet, guard: Guard = STRICT) -> tuple[Evaluated, float]:
+        """Losses or faults of ``queries`` on the objective ``recipe`` describes, and the simulator
+        seconds they took. A fault of the simulator is captured, not raised: this worker stays."""
         before = self.runner.seconds
-        with torch.no_grad():
+
+        def objective(thetas: torch.Tensor) -> torch.Tensor:
             if recipe.token != self._token:  # a new step: e.g. its first solver step is computed once here
-                self._objective = recipe.build(self.runner, self.flat)
+                self._objective, self._token = None, None
+                self._objective = recipe.build(self.runner, self.flat)  # a fault here is the queries' fault
                 self._token = recipe.token
-            values = self._objective(queries.materialize(0, len(queries)))
-        return values, self.runner.seconds - before
+            return self._objective(thetas)
+
+        with torch.no_grad():
+            evaluated = guard(objective, queries.materialize(0, len(queries)))
+        return evaluated.portable(), self.runner.seconds - before
 
     def ping(self) -> int:
         """The worker's process id (it answers: it is up)."""

@@ -104,13 +104,19 @@ class Estimator(Plugin):
     category = "estimator"
     required = (("ask",), ("tell",))
     inputs: ClassVar[frozenset[str]] = frozenset({"mask"})
+    partial: ClassVar[bool] = False
 
     def ask(self, theta: torch.Tensor, generator: torch.Generator, given: StepInputs = NO_INPUTS) -> QuerySet:
         """Queries around ``theta`` ``[d]``, from the inputs the estimator declared."""
         raise NotImplementedError
 
-    def tell(self, queries: QuerySet, values: torch.Tensor) -> torch.Tensor:
-        """Gradient estimate ``[d]`` from the losses ``values`` ``[len(queries)]``."""
+    def tell(self, queries: QuerySet, values: torch.Tensor, usable: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Gradient estimate ``[d]`` from the losses ``values`` ``[len(queries)]``.
+
+        ``usable`` (bool ``[len(queries)]``) comes only to an estimator with ``partial = True``, when
+        the fault policy left some queries out of the step: the estimate must use the others alone,
+        rescaled as the estimator's docstring states, or be None when they give none. An estimator
+        without ``partial`` loses the whole step to one skipped query."""
         raise NotImplementedError
 
 
@@ -120,3 +126,10 @@ def active_coordinates(theta: torch.Tensor, mask: torch.Tensor | None) -> torch.
     if mask.shape != theta.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(theta.shape)}")
     return mask.nonzero().flatten()
+
+
+def usable_pairs(usable: torch.Tensor | None, q: int) -> torch.Tensor:
+    """Of q antithetic pairs (query j and j + q), those whose two queries are both usable."""
+    if usable is None:
+        return torch.ones(q, dtype=torch.bool)
+    return usable[:q] & usable[q : 2 * q]

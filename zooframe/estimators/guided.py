@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates
+from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, usable_pairs
 
 
 class GuidedConfig(PluginConfig):
@@ -48,9 +48,15 @@ class Guided(Estimator):
     directions scaled by 1/sqrt(n)). The surrogate only chooses where to look: every number in g
     comes from the objective's values. The variance shrinks as 1/q. A surrogate that is zero
     adds nothing to the subspace (then the search is isotropic).
+
+    Skipped queries (fault policy ``skip``): the sum runs over the q' pairs whose two queries
+    were kept, divided by q' instead of q; the directions being i.i.d. and the faults not
+    depending on them, E[g] is unchanged and the variance is that of q' pairs. With q' = 0
+    there is no estimate.
     """
 
     Config = GuidedConfig
+    partial = True
     inputs: ClassVar[frozenset[str]] = frozenset({"mask", "surrogate"})
 
     def __init__(self, config: GuidedConfig):
@@ -81,8 +87,17 @@ class Guided(Estimator):
         return WeightedDirectionQueries(theta.detach(), torch.cat([mu, -mu]), False,
                                         torch.cat([directions, directions]), torch.cat([weight, -weight]))
 
-    def tell(self, queries: WeightedDirectionQueries, values: torch.Tensor) -> torch.Tensor:
-        return (queries.weights * values.to(queries.weights)) @ queries.directions
+    def tell(self, queries: WeightedDirectionQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
+        weights = queries.weights
+        if usable is not None:
+            q = len(weights) // 2
+            keep = usable_pairs(usable, q)
+            if not keep.any():
+                return None
+            keep = torch.cat([keep, keep]).to(weights.device)
+            weights = torch.where(keep, weights * (q / int(keep.sum() // 2)), torch.zeros_like(weights))
+            values = torch.where(keep, values.to(weights), torch.zeros_like(weights))  # a skipped NaN times 0 is NaN
+        return (weights * values.to(weights)) @ queries.directions
 
 
 def _orthonormal(vectors: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:

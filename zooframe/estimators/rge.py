@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates
+from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, usable_pairs
 
 
 class RGEConfig(PluginConfig):
@@ -32,9 +32,16 @@ class RGE(Estimator):
     sphere:   u uniform on the unit sphere of R^k, s = k; the mean is the gradient of the
               smoothing over the ball of radius mu.
     Both are unbiased for the smoothed gradient; the variance shrinks as 1/q.
+
+    Skipped queries (fault policy ``skip``): the sums run over the q' directions whose query
+    (forward) or pair (central) was kept, divided by q' instead of q. A fault does not depend on
+    which direction was drawn, so the kept directions are still i.i.d. and the estimate stays
+    unbiased, with the variance of q' directions. Without the centre (forward), or with q' = 0,
+    there is no estimate.
     """
 
     Config = RGEConfig
+    partial = True
 
     def ask(self, theta, generator, given=NO_INPUTS) -> DirectionQueries:
         coords = active_coordinates(theta, given.mask)
@@ -50,14 +57,22 @@ class RGE(Estimator):
             return DirectionQueries(theta.detach(), mu, True, directions)
         return DirectionQueries(theta.detach(), torch.cat([mu, -mu]), False, torch.cat([directions, directions]))
 
-    def tell(self, queries: DirectionQueries, values: torch.Tensor) -> torch.Tensor:
+    def tell(self, queries: DirectionQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
         q = self.config.q
-        if queries.with_center:
-            slopes = (values[1:] - values[0]) / queries.offsets
-        else:
-            slopes = (values[:q] - values[q:]) / (2 * queries.offsets[:q])
         directions = queries.directions[:q]
         scale = 1.0
         if self.config.distribution == "sphere":
             scale = float((directions != 0).any(dim=0).sum())
-        return scale / q * (slopes @ directions)
+        if queries.with_center:
+            if usable is not None and not usable[0]:
+                return None
+            keep = torch.ones(q, dtype=torch.bool) if usable is None else usable[1:]
+            slopes = (values[1:] - values[0]) / queries.offsets
+        else:
+            keep = usable_pairs(usable, q)
+            slopes = (values[:q] - values[q:]) / (2 * queries.offsets[:q])
+        kept = int(keep.sum())
+        if kept == 0:
+            return None
+        keep = keep.to(values.device)
+        return scale / kept * (slopes[keep] @ directions[keep])
