@@ -1,0 +1,182 @@
+"""Materials and NDE codes as black boxes: SRC (no correction), NON (supervised, no solver in the
+loop), NOG (solver in the loop, no solver gradient) and ZO-SOL (the config's estimator through
+the black-box step), on each task's example config, evaluated on its held-out cases.
+
+    python benchmarks/materials_nde.py --task fipy          # one task
+    python benchmarks/materials_nde.py --task all           # every task in TASKS
+    python benchmarks/materials_nde.py --task fipy --steps 20 --runs /tmp/md   # a smoke test
+
+A task is an example config in examples/ and, optionally, ``extra_metrics(simulator, predicted,
+reference) -> dict[str, float]`` from its plugin package (imported only when the task runs;
+``predicted`` and ``reference`` are held-out rollouts ``[cases, time, *state_shape]``). Each run
+merges its block under ``tasks.<name>`` of benchmarks/results/materials_nde.json, keeping the
+blocks of the other tasks, and writes the figures materials_nde-<name>-fields.png (source /
+corrected / reference) and materials_nde-<name>-mae.png (error over the rollout) beside it.
+Weights are the last step's for every method (no selection on any split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import zooframe
+from zooframe import figures
+from zooframe.evaluation import held_out
+
+from common import RESULTS, command, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "materials_nde"
+
+
+@dataclass(frozen=True)
+class Task:
+    config: str  # path under the repository root
+    extra_metrics: str | None = None  # "module:function", imported when the task runs
+    packages: tuple[str, ...] = ()  # distributions whose versions go into the block's machine facts
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: config sections to update
+
+    def metrics_function(self) -> Callable | None:
+        if self.extra_metrics is None:
+            return None
+        module, _, name = self.extra_metrics.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+TASKS: dict[str, Task] = {
+    "fipy": Task("examples/fipy_spinodal.json", "zooframe_fipy.metrics:extra_metrics", ("fipy", "zooframe-fipy")),
+}
+
+METHODS = {"non": {"mode": "non"}, "nog": {"mode": "nog"}, "zo_sol": {"mode": "zo"}}
+
+
+def method_config(task: Task, method: str, steps: int | None) -> dict:
+    config = json.loads((ROOT / task.config).read_text())
+    config.pop("$schema", None)
+    config["name"] = method
+    config["training"].update(METHODS[method])
+    if steps is not None:
+        config["training"]["steps"] = steps
+    for section, values in task.overrides.get(method, {}).items():
+        config[section] = {**config.get(section, {}), **copy.deepcopy(values)}
+    config["output"] = {**config.get("output", {}), "progress": False}
+    return config
+
+
+def train(config: dict, folder: Path) -> zooframe.RunResult:
+    print(f"[{time.strftime('%H:%M:%S')}] training {folder}: {config['training']}", flush=True)
+    result = zooframe.run(config, output=folder)
+    ev = result.summary["evaluation"]
+    print(f"    held-out MAE {ev['corrected']['mae_mean']:.4g} (source {ev['src']['mae_mean']:.4g}) "
+          f"in {result.summary['wall_s']:.0f} s", flush=True)
+    return result
+
+
+def row(stats: dict, summary: dict | None) -> dict:
+    out = {"mae_mean": stats["mae_mean"], "mae_std": stats["mae_std"],
+           "queries": summary["queries_total"] if summary else 0, "wall_s": summary["wall_s"] if summary else 0.0,
+           "steps": summary["steps"] if summary else 0,
+           "mae_per_case": stats["mae_per_case"], "mae_per_step": stats["mae_per_step"]}
+    if summary:
+        out["simulator_s"] = summary.get("simulator_s")
+    return out
+
+
+def versions(packages: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for package in packages:
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_task(name: str, task: Task, runs: Path, steps: int | None) -> dict:
+    start = time.perf_counter()
+    results = {method: train(method_config(task, method, steps), runs / name / method) for method in METHODS}
+    ev = results["zo_sol"].summary["evaluation"]
+    methods = {"src": row(ev["src"], None)}
+    methods.update({m: row(r.summary["evaluation"]["corrected"], r.summary) for m, r in results.items()})
+    mae = {m: v["mae_mean"] for m, v in methods.items()}
+    ratios = {"zo_sol_over_src": mae["zo_sol"] / mae["src"], "non_over_zo_sol": mae["non"] / mae["zo_sol"],
+              "nog_over_zo_sol": mae["nog"] / mae["zo_sol"], "non_over_src": mae["non"] / mae["src"]}
+
+    held = {m: held_out(r.experiment) for m, r in results.items()}
+    zo = results["zo_sol"].experiment
+    metric = task.metrics_function()
+    extra = {}
+    if metric is not None:
+        extra["src"] = metric(zo.simulator, held["zo_sol"].src, held["zo_sol"].reference)
+        extra.update({m: metric(r.experiment.simulator, held[m].corrected, held[m].reference)
+                      for m, r in results.items()})
+        extra["reference"] = metric(zo.simulator, held["zo_sol"].reference, held["zo_sol"].reference)
+        for split in ("train",):  # what the held-out cases are compared with
+            cases = zo.cases(split)
+            ref = zo.reference(cases, zo.config.evaluation.steps)
+            extra[f"reference_{split}"] = metric(zo.simulator, ref, ref)
+
+    figs = plot(name, zo, held, methods) if figures.available() else []
+    config = {"example": task.config, "steps_override": steps, "methods": METHODS, "overrides": task.overrides,
+              "resolved": {m: json.loads((runs / name / m / "config.json").read_text()) for m in METHODS},
+              "held_out_cases": ev["cases"], "mae_std_over": "held-out cases"}
+    return {"benchmark": f"{NAME}.{name}", "command": command(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {**machine(), **versions(task.packages)}, "config": config, "methods": methods,
+            "ratios": ratios, "extra_metrics": extra, "figures": figs, "total_wall_s": time.perf_counter() - start}
+
+
+def plot(name: str, exp, held: dict, methods: dict) -> list[str]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    zo = held["zo_sol"]
+    steps = zo.reference.shape[1] - 1
+    times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
+    with torch.no_grad():
+        fields = {label: exp.simulator.render(x[0]) for label, x in
+                  (("source", zo.src), ("NON", held["non"].corrected), ("ZO-SOL", zo.corrected),
+                   ("reference", zo.reference))}
+    paths = [figures.snapshots(RESULTS / f"{NAME}-{name}-fields.png", fields, times,
+                               f"{name}: held-out {zo.cases[0].name}"),
+             figures.error_curves(RESULTS / f"{NAME}-{name}-mae.png",
+                                  {m: v["mae_per_step"] for m, v in methods.items()},
+                                  f"{name}: held-out MAE over the rollout (mean over {len(zo.cases)} cases)")]
+    return [p.name for p in paths]
+
+
+def merge(name: str, block: dict) -> Path:
+    path = RESULTS / f"{NAME}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update({"benchmark": NAME, "command": command(), "date": block["date"], "machine": machine()})
+    data.setdefault("tasks", {})[name] = block
+    data["tasks"] = dict(sorted(data["tasks"].items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="all", choices=[*TASKS, "all"])
+    parser.add_argument("--steps", type=int, help="training steps of every method (default: the example's)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / NAME, help="folder for the run folders")
+    args = parser.parse_args()
+    for name in (list(TASKS) if args.task == "all" else [args.task]):
+        block = run_task(name, TASKS[name], args.runs, args.steps)
+        path = merge(name, block)
+        print(json.dumps({name: {"ratios": block["ratios"],
+                                 "mae": {m: v["mae_mean"] for m, v in block["methods"].items()}}}, indent=2))
+        print(f"wrote {path} ({name}, {block['total_wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
