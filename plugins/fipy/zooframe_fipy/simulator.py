@@ -38,7 +38,7 @@ class SpinodalConfig(zooframe.PluginConfig):
     length: PositiveFloat = Field(32.0, description="side of the periodic square domain")
     dt: PositiveFloat = Field(2.0, description="time step of one source step")
     reference_factor: int = Field(4, ge=1, description="refinement of the reference grid per side")
-    reference_substeps: int = Field(4, ge=1, description="reference steps per source step")
+    reference_substeps: int = Field(2, ge=1, description="reference steps per source step")
     noise: PositiveFloat = Field(0.2, description="standard deviation of the initial composition fluctuation")
     modes: int = Field(6, ge=1, description="largest wavenumber (in units of 2 pi / length) of the initial fluctuation")
     train_cases: list[MaterialCase] = Field(
@@ -48,7 +48,9 @@ class SpinodalConfig(zooframe.PluginConfig):
         default_factory=lambda: _cases([(1.5, 1.25, 0.05), (1.0, 1.25, 0.25), (2.5, 1.0, 0.0)]),
         min_length=1, description="held-out quenches")
     solver: Literal["pcg", "lu"] = Field("pcg", description="FiPy's linear solver (the system is symmetric positive definite)")
-    tolerance: PositiveFloat = Field(1e-10, description="relative residual of the pcg solver")
+    tolerance: PositiveFloat = Field(1e-10, description="relative residual of the pcg solver in the source step "
+                                     "(tight: ZO estimates are made of small differences of its output)")
+    reference_tolerance: PositiveFloat = Field(1e-8, description="relative residual of the pcg solver on the reference grid")
     batching: Literal["blocks", "loop", "rebuild"] = Field(
         "blocks", description="blocks: one FiPy mesh of up to block_rows disjoint grids per call (fastest); "
         "loop: one kept mesh, one row at a time; rebuild: a new mesh and equation per row (the plain step_one)")
@@ -78,12 +80,14 @@ class Spinodal(zooframe.Simulator):
     def render(self, state: torch.Tensor) -> torch.Tensor:
         return state[:, 0]
 
+    def _tolerance(self, n: int) -> float:
+        return self.config.tolerance if n == self.config.resolution else self.config.reference_tolerance
+
     def block_solver(self, blocks: int, n: int | None = None) -> BlockSolver:
         n = n or self.config.resolution
         key = (blocks, n)
         if key not in self._solvers:
-            self._solvers[key] = BlockSolver(blocks, n, self.config.length / n, self.config.solver,
-                                             self.config.tolerance)
+            self._solvers[key] = BlockSolver(blocks, n, self.config.length / n, self.config.solver, self._tolerance(n))
         return self._solvers[key]
 
     @staticmethod
@@ -104,7 +108,7 @@ class Spinodal(zooframe.Simulator):
         rows = []
         for b in range(len(phi)):
             solver = (self.block_solver(1, n) if cfg.batching == "loop"
-                      else BlockSolver(1, n, cfg.length / n, cfg.solver, cfg.tolerance))
+                      else BlockSolver(1, n, cfg.length / n, cfg.solver, self._tolerance(n)))
             rows.append(solver.advance(phi[b:b + 1], mobility[b:b + 1], kappa[b:b + 1], dt, steps))
         return np.concatenate(rows)
 

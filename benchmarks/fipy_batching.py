@@ -1,0 +1,106 @@
+"""How to batch FiPy, which solves one mesh at a time: the spinodal plugin's step per row with a
+new mesh and equation per row (the plain ``step_one`` way), one kept mesh stepped row by row, and
+one mesh of disjoint periodic grids per call (the default); then whole ZO steps of
+examples/fipy_spinodal.json with the local engine and with a pool of worker processes.
+
+    python benchmarks/fipy_batching.py [--repeats 5] [--zo-steps 6]
+
+Writes benchmarks/results/fipy_batching.json. Timings are medians over repeats (step calls) or
+over the ZO steps after the first (which builds the meshes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+import zooframe
+from zooframe_fipy import Spinodal, SpinodalConfig
+
+from common import write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = json.loads((ROOT / "examples" / "fipy_spinodal.json").read_text())
+EXAMPLE.pop("$schema")
+
+
+def states(sim: Spinodal, rows: int) -> tuple[torch.Tensor, list]:
+    """``rows`` states a few source steps into the separation, cycling over the training cases."""
+    cases = [sim.cases()["train"][i % len(sim.cases()["train"])] for i in range(rows)]
+    n = sim.config.resolution
+    start = torch.stack([torch.as_tensor(sim.initial_state(c, n))[None] for c in cases])
+    return sim.step(sim.step(start, cases, 0), cases, 0), cases
+
+
+def step_call_ms(batching: str, rows: int, repeats: int) -> dict:
+    sim = Spinodal(SpinodalConfig(**{**EXAMPLE["simulator"], "batching": batching}))
+    state, cases = states(sim, rows)
+    sim.step(state, cases, 0)  # builds the kept meshes
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sim.step(state, cases, 0)
+        times.append(time.perf_counter() - start)
+    call = statistics.median(times)
+    return {"rows": rows, "call_ms": 1000 * call, "ms_per_row": 1000 * call / rows}
+
+
+def zo_step_s(backend: str, workers: int, batching: str, steps: int, runs: Path) -> dict:
+    config = copy.deepcopy(EXAMPLE)
+    config["name"] = f"{backend}{workers}_{batching}"
+    config["simulator"]["batching"] = batching
+    config["training"]["steps"] = steps
+    config["evaluation"]["steps"] = 1
+    config["execution"] = {**config["execution"], "backend": backend, "threads": 1,
+                           **({"workers": workers} if backend == "process" else {})}
+    config["output"] = {"progress": False}
+    result = zooframe.run(config, output=runs / config["name"])
+    metrics = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
+    later = metrics[1:] or metrics
+    return {"step_s": statistics.median(m["step_s"] for m in later),
+            "simulator_s_per_step": statistics.median(m["sim_s"] for m in later),
+            "queries_per_step": statistics.median(m["queries"] for m in later), "steps": len(metrics)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--zo-steps", type=int, default=6)
+    args = parser.parse_args()
+    q, cases = EXAMPLE["estimator"]["q"], EXAMPLE["training"]["cases_per_step"]
+    rows = (2 * q + 1) * cases  # one ZO estimate's rows per solver step
+    calls = {}
+    for batching in ("rebuild", "loop", "blocks"):
+        calls[batching] = step_call_ms(batching, rows, args.repeats)
+        print(batching, calls[batching], flush=True)
+    calls["blocks_1_row"] = step_call_ms("blocks", 1, args.repeats)
+    calls["blocks_64_rows"] = step_call_ms("blocks", 64, args.repeats)
+    zo = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, workers, batching in (("local", 1, "loop"), ("local", 1, "blocks"), ("process", 2, "blocks")):
+            key = f"{backend}_{workers}_{batching}"
+            zo[key] = zo_step_s(backend, workers, batching, args.zo_steps, Path(tmp))
+            print(key, zo[key], flush=True)
+    methods = {f"step_{k}": v for k, v in calls.items()}
+    methods.update({f"zo_{k}": v for k, v in zo.items()})
+    ratios = {"rebuild_over_blocks_per_row": calls["rebuild"]["ms_per_row"] / calls["blocks"]["ms_per_row"],
+              "loop_over_blocks_per_row": calls["loop"]["ms_per_row"] / calls["blocks"]["ms_per_row"],
+              "zo_local_loop_over_local_blocks": zo["local_1_loop"]["step_s"] / zo["local_1_blocks"]["step_s"],
+              "zo_process2_blocks_over_local_blocks": zo["process_2_blocks"]["step_s"] / zo["local_1_blocks"]["step_s"]}
+    path = write_results("fipy_batching", {"example": "examples/fipy_spinodal.json", "rows_per_call": rows,
+                                           "repeats": args.repeats, "zo_steps": args.zo_steps,
+                                           "fipy": version("fipy")}, methods, ratios)
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

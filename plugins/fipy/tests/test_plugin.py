@@ -1,0 +1,81 @@
+"""Discovery, the conformance kit, config errors, and a ZO run through FiPy from the example config."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+import zooframe
+from zooframe.testing import check_simulator
+from zooframe_fipy import Spinodal, SpinodalConfig
+from zooframe_fipy.metrics import characteristic_length, extra_metrics
+
+
+def test_the_entry_point_registers_the_spinodal_simulator():
+    info = zooframe.Registry(load_external=True).get("simulator", "spinodal")
+    assert info.cls is Spinodal and info.provider == "zooframe-fipy"
+
+
+def test_the_simulator_passes_the_conformance_kit(small):
+    check_simulator(Spinodal(SpinodalConfig(**small)), rtol=1e-6)
+
+
+def test_a_bad_case_names_its_field(small):
+    with pytest.raises(ValidationError, match=r"train_cases\.0\.mean"):
+        SpinodalConfig(**{**small, "train_cases": [{"mobility": 1.0, "kappa": 1.0, "mean": 1.5}]})
+    with pytest.raises(ValidationError, match="batching"):
+        SpinodalConfig(**{**small, "batching": "threads"})
+
+
+@pytest.mark.parametrize("batching", ["loop", "rebuild"])
+def test_the_batched_mesh_steps_each_row_as_its_own_fipy_mesh(small, batching):
+    sim = Spinodal(SpinodalConfig(**{**small, "block_rows": 2}))  # 3 rows: blocks of 2 and 1
+    cases = sim.cases()["train"] + sim.cases()["test"]
+    state = sim.reference(cases, 2)[:, 2].double()
+    one_by_one = Spinodal(SpinodalConfig(**{**small, "batching": batching}))
+    torch.testing.assert_close(sim.step(state, cases, 0), one_by_one.step(state, cases, 0), rtol=1e-8, atol=1e-8)
+
+
+def test_the_step_conserves_composition_and_separates_the_phases(small):
+    sim = Spinodal(SpinodalConfig(**small))
+    cases = sim.cases()["train"]
+    state = sim.reference(cases, 0)[:, 0].double()
+    later = state
+    for _ in range(10):
+        later = sim.step(later, cases, 0)
+    torch.testing.assert_close(later.mean(dim=(1, 2, 3)), state.mean(dim=(1, 2, 3)), rtol=0, atol=1e-8)
+    assert (later.std(dim=(1, 2, 3)) > 2 * state.std(dim=(1, 2, 3))).all()  # spinodal: fluctuations grow
+    assert later.abs().max() < 1.2  # and saturate near the two phases
+
+
+def test_the_reference_starts_from_the_fine_initial_field_averaged(small):
+    sim = Spinodal(SpinodalConfig(**small))
+    case = sim.cases()["test"][0]
+    fine = sim.initial_state(case, 32)
+    expected = fine.reshape(16, 2, 16, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(sim.reference([case], 1)[0, 0, 0].double().numpy(), expected, atol=1e-6)
+    assert abs(expected.mean() - case.params["mean"]) < 1e-12
+
+
+def test_the_characteristic_length_of_a_cosine_is_its_wavelength():
+    x = (torch.arange(32, dtype=torch.float64) + 0.5) / 32 * 2 * math.pi
+    field = torch.cos(4 * x)[:, None].expand(32, 32)
+    assert float(characteristic_length(field, 64.0)) == pytest.approx(16.0)
+
+
+def test_a_few_zo_steps_through_fipy_run_from_the_example_config(example_config, tmp_path):
+    result = zooframe.run(example_config, output=tmp_path / "run", progress=False,
+                          registry=zooframe.Registry(load_external=True))
+    summary = result.summary
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    assert summary["queries_total"] == 6 * (2 * example_config["estimator"]["q"] + 1)  # and the surrogate rollout
+    ev = summary["evaluation"]
+    assert math.isfinite(ev["corrected"]["mae_mean"]) and ev["corrected"]["mae_mean"] < 2 * ev["src"]["mae_mean"]
+    held = zooframe.evaluation.held_out(result.experiment)
+    metrics = extra_metrics(result.experiment.simulator, held.corrected, held.reference)
+    assert set(metrics) >= {"length_final_mean", "length_rel_error"} and all(map(math.isfinite, metrics.values()))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for v in losses)
