@@ -55,6 +55,7 @@ class FaultyBurgersConfig(BurgersConfig):
     above: float | None = None  # rows whose largest |value| exceeds this fault, every time (a diverging input)
     every: int | None = None  # every n-th call of this process faults once (a transient fault)
     rows: int | None = None  # calls with this many rows fault (e.g. a window's first step, shared by all queries)
+    close_log: str | None = None  # close() appends this process's id to the file
     # only steps of training cases fault, so that the held-out evaluation after training runs clean
 
 
@@ -68,6 +69,13 @@ class FaultyBurgers(Burgers):
     def __init__(self, config, device="cpu"):
         super().__init__(config, device)
         self.calls = 0
+
+    def close(self):
+        if self.config.close_log:
+            import os
+
+            with open(self.config.close_log, "a") as log:
+                log.write(f"{os.getpid()}\n")
 
     def step(self, state, cases, seed):
         from zooframe import faults

@@ -228,3 +228,31 @@ def test_policies_act_the_same_on_workers(request, tmp_path, backend):
     config["execution"].update(backend=backend, workers=2)
     with pytest.raises(zooframe.ZooframeError, match="'faulty_burgers' failed at step 0"):
         zooframe.run(config, output=tmp_path / "abort", registry=registry_with_opaque())
+
+
+@pytest.mark.parametrize("backend", ["local", "process", "ray"])
+def test_the_simulator_is_closed_where_it_ran(request, tmp_path, backend):
+    import os
+
+    if backend == "ray":
+        request.getfixturevalue("ray_instance")
+    log = tmp_path / "closed.txt"
+    config = faulty("exception", "abort", close_log=str(log))
+    config["training"]["steps"] = 1
+    config["execution"].update(backend=backend, workers=2)
+    zooframe.run(config, output=tmp_path / "run", registry=registry_with_opaque())
+    pids = log.read_text().split()
+    assert str(os.getpid()) in pids  # the run's own simulator
+    assert len(pids) == (1 if backend == "local" else 3)  # and each worker's
+
+
+def test_a_state_that_is_not_floating_point_is_a_shape_fault():
+    from zooframe.faults import SimulatorShapeError
+    from zooframe.objective import SimulatorRunner
+
+    class Integers:
+        def step(self, state, cases, seed):
+            return state.round().long()
+
+    with pytest.raises(SimulatorShapeError, match="dtype torch.int64; a state is floating point"):
+        SimulatorRunner(Integers())(torch.zeros(2, 1, 4), [None, None], 0)

@@ -42,3 +42,33 @@ def test_a_file_for_other_parameters_is_not_used(tmp_path):
     path.rename(cache.path(other))  # e.g. a hash collision or a hand-copied file
     with pytest.warns(UserWarning, match="other parameters"):
         assert cache.load(other, 5) is None
+
+
+def test_runs_writing_the_same_entry_at_once_leave_a_valid_file(tmp_path):
+    import threading
+    import warnings
+
+    cache = TrajectoryCache(tmp_path)
+    params = {"case": "a"}
+    frames = torch.arange(6000.0).reshape(6, 1000)
+    errors = []
+
+    def write():
+        for _ in range(10):
+            cache.save(params, frames)
+
+    def read():
+        for _ in range(30):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = cache.load(params, 5)
+            errors.extend(str(w.message) for w in caught)
+            assert got is None or torch.equal(got, frames)
+
+    threads = [threading.Thread(target=f) for f in (write, write, write, read, read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and torch.equal(cache.load(params, 5), frames)
+    assert list(tmp_path.glob("*.tmp")) == []

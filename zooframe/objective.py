@@ -34,6 +34,10 @@ class SimulatorRunner:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.rows += state.shape[0]
+        kind = getattr(out, "dtype", None)
+        if kind is not None and not (kind.is_floating_point if isinstance(kind, torch.dtype) else kind.kind == "f"):
+            raise SimulatorShapeError(f"{type(self.simulator).__name__}.step returned values of dtype {kind}; a state "
+                                      "is floating point (float32 or float64)")
         out = torch.as_tensor(out, dtype=state.dtype, device=state.device)
         if out.shape != state.shape:
             raise SimulatorShapeError(f"{type(self.simulator).__name__}.step returned shape {tuple(out.shape)} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import threading
@@ -22,6 +23,8 @@ _started = None  # a barrier that all of a new pool's workers reach once they ar
 def _start(spec: WorkerSpec, threads: int, started) -> None:
     global _worker, _started
     _worker, _started = EvaluationWorker(spec, threads), started
+    # a pool's worker leaves through os._exit, which skips atexit; multiprocessing's finalizers do run
+    multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
 
 
 def _ready() -> int:

@@ -26,6 +26,9 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0]
 
 
+CLOSE_TIMEOUT_S = 5
+
+
 class RayEngine(RemoteEngine):
     backend = "ray"
 
@@ -79,6 +82,10 @@ class RayEngine(RemoteEngine):
         self.actors = []
 
     def close(self) -> None:
+        try:  # each simulator releases what it holds, unless its worker is gone or hangs
+            self.ray.get([a.close.remote() for a in self.actors], timeout=CLOSE_TIMEOUT_S)
+        except Exception:
+            pass
         self._kill_actors()
         if self.owns_ray:
             self.ray.shutdown()

@@ -88,6 +88,10 @@ class Simulator(Plugin):
     def has_reference_mode(cls) -> bool:
         return cls.cases is not Simulator.cases and cls.reference is not Simulator.reference
 
+    def close(self) -> None:
+        """Release what the code holds (processes, files, licences). Called when a run ends and
+        when a worker stops; the simulator must stay usable: a later step starts what it needs."""
+
     # --- the step -----------------------------------------------------------------------------
     def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
         """Advance ``state`` ``[B, C, *spatial]`` by one step; ``cases[b]`` is row b's case."""

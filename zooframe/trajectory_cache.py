@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ class TrajectoryCache:
     def load(self, params: dict[str, Any], steps: int) -> torch.Tensor | None:
         """Frames ``[steps + 1, ...]`` if a valid file with at least that many exists."""
         path = self.path(params)
-        if not path.exists():
+        try:
+            seen = path.stat()
+        except FileNotFoundError:
             return None
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -47,7 +50,12 @@ class TrajectoryCache:
                 raise ValueError("checksum mismatch")
         except Exception as exc:  # unreadable, truncated, tampered: all regenerate
             warnings.warn(f"ignoring corrupt reference cache file {path} ({exc}); regenerating", stacklevel=2)
-            path.unlink(missing_ok=True)
+            try:
+                now = path.stat()
+                if (now.st_ino, now.st_mtime_ns) == (seen.st_ino, seen.st_mtime_ns):  # not another run's new file
+                    path.unlink()
+            except FileNotFoundError:
+                pass
             return None
         return frames[: steps + 1] if frames.shape[0] >= steps + 1 else None
 
@@ -55,7 +63,7 @@ class TrajectoryCache:
         path = self.path(params)
         path.parent.mkdir(parents=True, exist_ok=True)
         frames = frames.detach().cpu().contiguous()
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # two writers of one entry never share it
         torch.save({"params": params, "frames": frames, "sha256": _digest(frames)}, tmp)
         os.replace(tmp, path)  # atomic: a killed run never leaves a partial file under the real name
         return path

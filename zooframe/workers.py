@@ -55,6 +55,10 @@ class EvaluationWorker:
             evaluated = guard(objective, queries.materialize(0, len(queries)))
         return evaluated.portable(), self.runner.seconds - before
 
+    def close(self) -> None:
+        """Let the simulator release what it holds: the worker is stopping."""
+        self.runner.simulator.close()
+
     def ping(self) -> int:
         """The worker's process id (it answers: it is up)."""
         return os.getpid()
