@@ -183,14 +183,19 @@ def test_every_failure_after_the_folder_exists_ends_in_a_summary(tmp_path, monke
 
     config = small(steps=2)
     config["reference"] = {"kind": "file", "path": str(tmp_path / "missing.npz")}
-    with pytest.raises(zooframe.ZooframeError):
+    with pytest.raises(zooframe.ConfigError, match="missing.npz"):  # known before any work: no folder
         zooframe.run(config, output=tmp_path / "a")
-    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["failed_in"].startswith("building")
-    assert "missing.npz" in summary["error"]
+    assert not (tmp_path / "a").exists()
 
     def broken(*args, **kwargs):
         raise RuntimeError("figures crashed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "Trainer", broken)
+        with pytest.raises(RuntimeError):
+            zooframe.run(small(steps=2), output=tmp_path / "a")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_in"].startswith("building")
 
     monkeypatch.setattr(runs, "held_out", broken)
     with pytest.raises(RuntimeError):

@@ -43,9 +43,13 @@ def cmd_schema(args) -> int:
 
 def cmd_validate(args) -> int:
     from .config import load_config
+    from .experiment import preflight
 
     try:
         config = load_config(args.config)
+        problems = preflight(config)
+        if problems:
+            raise ConfigError(problems, args.config)
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"valid": False, "errors": exc.problems}))
@@ -60,9 +64,11 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from .runs import run
 
-    result = run(args.config, output=args.output, progress=False if (args.quiet or args.json) else None)
+    result = run(args.config, output=args.output, progress=False if (args.quiet or args.json) else None,
+                 resume=args.resume, force=args.force)
     ev = result.summary["evaluation"]
-    text = (f"run folder: {result.dir}\n"
+    done = f"{result.summary['resumed']}\n" if "resumed" in result.summary else ""
+    text = (f"{done}run folder: {result.dir}\n"
             f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
             f"uncorrected {ev['src']['mae_mean']:.4g} (ratio {ev['corrected_over_src']:.3f})")
     _emit({"run_dir": str(result.dir), **result.summary}, args.json, text)
@@ -143,12 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
             '"$schema" at experiment.schema.json)')
     p.add_argument("--output", default="schemas", help="folder (default: schemas)")
     p.add_argument("--all", action="store_true", help="include every installed plugin (default: the built-ins only)")
-    p = add("validate", cmd_validate, "check a config file and explain every error")
+    p = add("validate", cmd_validate, "check a config file and explain every error: its fields, the case sets and "
+            "steps its task offers, its run folder")
     p.add_argument("config")
     p = add("run", cmd_run, "train and evaluate an experiment")
     p.add_argument("config")
     p.add_argument("--output", help="run folder (default: the config's output.dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint (a completed run "
+                   "is left as it is)")
+    p.add_argument("--force", action="store_true", help="replace a run folder that holds another experiment")
     p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")

@@ -164,6 +164,8 @@ class ExecutionConfig(Section):
 class OutputConfig(Section):
     dir: str = Field("runs/{name}", description="run folder; {name} is the experiment name")
     progress: bool = Field(True, description="progress bar on a terminal")
+    checkpoint_every: int = Field(10, ge=1, description="optimizer steps between checkpoints (one is also written "
+                                  "after the last step), from which `zooframe run --resume` continues a stopped run")
 
 
 class ExperimentBase(Section):
@@ -221,12 +223,18 @@ def load_config(source: str | Path | dict, registry: Registry | None = None) -> 
     """Validate a config given as a dict or a JSON file path; raises :class:`ConfigError`."""
     registry = registry or get_registry()
     label = None
+    if not isinstance(source, (dict, str, Path)):
+        raise ConfigError([f"a config is a JSON object (a dict) or the path of a JSON file, not a {type(source).__name__}"])
     if not isinstance(source, dict):
         label = str(source)
         try:
             source = json.loads(Path(source).read_text())
         except FileNotFoundError:
             raise ConfigError([f"file not found: {label}"], label) from None
+        except UnicodeDecodeError:
+            raise ConfigError(["not a text file: a config is JSON in UTF-8"], label) from None
+        except OSError as exc:
+            raise ConfigError([f"cannot read {label}: {exc.strerror}"], label) from None
         except json.JSONDecodeError as exc:
             raise ConfigError([f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"], label) from None
         if not isinstance(source, dict):

@@ -10,7 +10,9 @@ so that they never consult a registry of their own.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -74,6 +76,49 @@ class WorkerSpec:
         return SimulatorRunner(simulator), FlatParams(model.to(self.device, getattr(torch, self.dtype)))
 
 
+def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[str, list[Case]]) -> list[str]:
+    """What the config asks of the task that its reference source cannot give."""
+    problems = [f"evaluation.split: {source.describe()} offers no {split!r} cases (it has: {', '.join(splits) or 'none'})"
+                if split != "train" else f"{source.describe()} offers no 'train' cases, which training needs (it has: "
+                f"{', '.join(splits) or 'none'})"
+                for split in dict.fromkeys(("train", config.evaluation.split)) if not splits.get(split)]
+    needed = {"training.horizon": config.training.horizon, "evaluation.steps": config.evaluation.steps}
+    problems += [f"{name} is {steps}, but {source.describe()} holds {source.max_steps} steps per case; set {name} to "
+                 f"at most {source.max_steps}" for name, steps in needed.items()
+                 if source.max_steps is not None and steps > source.max_steps]
+    return problems
+
+
+def output_problems(out: Path) -> list[str]:
+    """Why the run folder ``out`` could not be created or written, if it could not."""
+    if out.exists():
+        if not out.is_dir():
+            return [f"output.dir: {out} is a file, not a folder"]
+        return [] if os.access(out, os.W_OK | os.X_OK) else [f"output.dir: {out} is not writable"]
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"output.dir: {out} cannot be created: {parent} is a file"]
+    return [] if os.access(parent, os.W_OK | os.X_OK) else [f"output.dir: {out} cannot be created: {parent} is not "
+                                                             "writable"]
+
+
+def preflight(config: ExperimentBase, registry: Registry | None = None, output: str | Path | None = None) -> list[str]:
+    """Every problem that shows before any work: the run folder, and what the task (the simulator
+    and its reference source, built but not run) cannot give. Empty: ready to run."""
+    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    problems = output_problems(out)
+    try:
+        parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
+        simulator = parts["simulator"].build(device="cpu")
+        source = parts["reference"].build(simulator, device="cpu")
+        problems += task_problems(config, source, {name: list(cases) for name, cases in source.cases().items()})
+    except ZooframeError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 @dataclass
 class Experiment:
     config: ExperimentBase
@@ -100,15 +145,9 @@ class Experiment:
         simulator = parts["simulator"].build(device=device)
         source = parts["reference"].build(simulator, device=device)
         splits = {name: list(cases) for name, cases in source.cases().items()}
-        for split in ("train", config.evaluation.split):
-            if not splits.get(split):
-                raise ZooframeError(f"{source.describe()} offers no {split!r} cases (it has: "
-                                    f"{', '.join(splits) or 'none'})")
-        needed = {"training.horizon": config.training.horizon, "evaluation.steps": config.evaluation.steps}
-        for name, steps in needed.items():
-            if source.max_steps is not None and steps > source.max_steps:
-                raise ZooframeError(f"{name} is {steps}, but {source.describe()} holds {source.max_steps} steps "
-                                    f"per case; set {name} to at most {source.max_steps}")
+        problems = task_problems(config, source, splits)
+        if problems:
+            raise ZooframeError("; ".join(problems))
         n_features = source.features(splits["train"][:1]).shape[1]
         torch.manual_seed(config.training.seed)
         model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)

@@ -13,17 +13,21 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ExperimentBase, load_config
-from .errors import ZooframeError
-from . import figures, sparsity
+from .errors import ConfigError, ZooframeError
+from . import checkpoint, figures, sparsity
 from .export import export_correction
 from .evaluation import HeldOut, evaluate, held_out
-from .experiment import Experiment
+from .experiment import Experiment, preflight
 from .registry import Registry, get_registry
 from .threads import ThreadPolicy
 from .training import Trainer
 
-CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE = (
-    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json", "mask.pt", "model.sparse.pt")
+CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE, CHECKPOINT_FILE = (
+    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json", "mask.pt", "model.sparse.pt",
+    "checkpoint.pt")
+FIGURE_FILES = ("loss.png", "mae.png", "snapshots.png")
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE,
+             CHECKPOINT_FILE, *FIGURE_FILES)
 
 
 @dataclass
@@ -44,30 +48,92 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
-        registry: Registry | None = None,
-        on_step: Callable[[dict[str, Any], Trainer], None] | None = None) -> RunResult:
+        registry: Registry | None = None, on_step: Callable[[dict[str, Any], Trainer], None] | None = None,
+        resume: bool = False, force: bool = False) -> RunResult:
     """Train and evaluate one experiment, writing everything into its run folder.
 
     ``on_step(metrics, trainer)`` is called after each optimizer step with that step's metrics
     (as written to ``metrics.jsonl``): a place for a caller's own monitoring.
+
+    A checkpoint is written every ``output.checkpoint_every`` steps and after the last. With
+    ``resume``, a stopped run continues from its checkpoint (the same steps as if it had never
+    stopped); a completed run is left as it is. A folder that holds another experiment is refused
+    unless ``force``; a new run in an old folder first removes the old run's files.
 
     If training stops early (an error, Ctrl-C), the weights and metrics so far are still written.
     Whatever fails once the folder exists (building the experiment, training, evaluation,
     figures), ``summary.json`` ends with the status and the error.
     """
     registry = registry or get_registry()
+    label = None if isinstance(config, (ExperimentBase, dict)) else str(config)
     if not isinstance(config, ExperimentBase):
         config = load_config(config, registry)
+    problems = preflight(config, registry, output)
+    if problems:
+        raise ConfigError(problems, label)
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
-    out.mkdir(parents=True, exist_ok=True)
+    state = _prepare_folder(out, config, resume, force)
+    if state == "completed":
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        return RunResult(out, {**summary, "resumed": "nothing to do: the run had completed"}, load_run(out, registry))
     _write_json(out / CONFIG_FILE, config.to_json())
     _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
+    built: list[Experiment] = []
     try:
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
-            return _run(config, out, progress, registry, threads, on_step)
+            return _run(config, out, progress, registry, threads, on_step, state, built)
     except BaseException as exc:
         _record_failure(out / SUMMARY_FILE, exc)
         raise
+    finally:
+        for exp in built:
+            exp.simulator.close()
+
+
+def _comparable(config: dict) -> dict:
+    """A config without what does not change the run (its editor schema, the progress bar)."""
+    config = {k: v for k, v in config.items() if k != "$schema"}
+    config["output"] = {k: v for k, v in config.get("output", {}).items() if k != "progress"}
+    return config
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool) -> dict[str, Any] | str | None:
+    """The checkpoint to resume from, "completed", or None for a fresh start (the folder then holds
+    none of an earlier run's files)."""
+    if out.exists() and not out.is_dir():
+        raise ZooframeError(f"the run folder {out} is a file; choose another output.dir or --output")
+    old_config = out / CONFIG_FILE
+    if old_config.is_file():
+        try:
+            old = json.loads(old_config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}
+        differ = _differences(_comparable(old), _comparable(config.to_json()))
+        if differ and (resume or not force):
+            what = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
+            hint = "resume it with its own config" if resume else "use --force (force=True) to replace that run"
+            raise ZooframeError(f"the run folder {out} holds another experiment (it differs in: {what}); choose another "
+                                f"output.dir or --output, or {hint}")
+        if resume:
+            summary = out / SUMMARY_FILE
+            status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+            if status == "completed":
+                return "completed"
+            if (out / CHECKPOINT_FILE).is_file():
+                return checkpoint.load(out / CHECKPOINT_FILE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise ZooframeError(f"cannot write the run folder {out}: {exc.strerror}") from None
+    return None
 
 
 def _record_failure(path: Path, exc: BaseException) -> None:
@@ -82,21 +148,38 @@ def _record_failure(path: Path, exc: BaseException) -> None:
     _write_json(path, summary)
 
 
+def _kept_metrics(path: Path, steps: int) -> None:
+    """Keep the first ``steps`` lines of ``path``: those of the steps a checkpoint holds."""
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    if len(lines) < steps:
+        raise ZooframeError(f"{path} holds {len(lines)} steps and the checkpoint {steps}; the run folder was changed "
+                            "by hand: start the run again without --resume")
+    path.write_text("".join(lines[:steps]))
+
+
 def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Registry,
-         threads: ThreadPolicy, callback) -> RunResult:
+         threads: ThreadPolicy, callback, resume: dict[str, Any] | None, built: list[Experiment]) -> RunResult:
     exp = Experiment.build(config, registry)
-    trainer = Trainer(exp, threads)
+    built.append(exp)
+    trainer = Trainer(exp, threads, resume)
     show = config.output.progress if progress is None else progress
-    bar = tqdm(total=config.training.steps, desc=config.name, disable=None if show else True, leave=False)
+    bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
+               leave=False)
     summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running",
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
+    if resume is not None:
+        summary["resumed_from_step"] = trainer.step
+        _kept_metrics(out / METRICS_FILE, trainer.step)
+    every, total = config.output.checkpoint_every, config.training.steps
     last: dict[str, Any] = {}
-    with open(out / METRICS_FILE, "w") as metrics:
+    with open(out / METRICS_FILE, "a" if resume is not None else "w") as metrics:
         def on_step(m: dict[str, Any]) -> None:
             last.update(m)
             metrics.write(json.dumps(m) + "\n")
             metrics.flush()
+            if m["step"] % every == 0 or m["step"] == total:  # after the metrics line: never fewer lines than steps
+                checkpoint.save(out / CHECKPOINT_FILE, checkpoint.capture(trainer, m["wall_s"]))
             bar.update(1)
             if m["loss"] is not None:
                 bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
@@ -163,10 +246,19 @@ def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experimen
         if not (run_dir / name).is_file():
             raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
     exp = Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry)
-    exp.model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=exp.device, weights_only=True))
+    exp.model.load_state_dict(_load_tensors(run_dir / MODEL_FILE, exp.device))
     if (run_dir / MASK_FILE).is_file():
-        exp.mask = torch.load(run_dir / MASK_FILE, map_location=exp.device, weights_only=True)
+        exp.mask = _load_tensors(run_dir / MASK_FILE, exp.device)
     return exp
+
+
+def _load_tensors(path: Path, device) -> Any:
+    """Weights only: a file holding anything else (a crafted pickle) is refused, not run."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run folders hold "
+                            "tensors only, and nothing in them is executed") from None
 
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,

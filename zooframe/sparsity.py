@@ -106,7 +106,7 @@ class SparsityPlan:
     (``use: gradient``)."""
 
     def __init__(self, cfg, flat: FlatParams, scores: torch.Tensor, seed: int):
-        self.cfg, self.flat = cfg, flat
+        self.cfg, self.flat, self.scores = cfg, flat, scores
         names, layer_of = layer_index(flat)
         protected = torch.zeros(flat.dim, dtype=torch.bool)
         for which, i in (("first", 0), ("last", len(names) - 1)):

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import checkpoint
 from .engine import LocalEngine
 from .errors import ZooframeError
 from .experiment import Experiment
@@ -72,18 +73,21 @@ def check_inputs(exp: Experiment) -> None:
 class Trainer:
     """Runs ``training.steps`` optimizer steps; ``on_step`` receives each step's metrics."""
 
-    def __init__(self, exp: Experiment, threads: ThreadPolicy | None = None):
+    def __init__(self, exp: Experiment, threads: ThreadPolicy | None = None, resume: dict[str, Any] | None = None):
+        """``resume``: a checkpoint (:mod:`zooframe.checkpoint`) to continue from."""
         self.exp = exp
         self._own_threads = threads is None  # then close() restores them
         self.threads = threads or ThreadPolicy(exp.config.execution.threads)
         try:
-            self._build()
+            self._build(resume)
+            if resume is not None:
+                checkpoint.restore(self, resume)
         except BaseException:
             if self._own_threads:
                 self.threads.restore()
             raise
 
-    def _build(self) -> None:
+    def _build(self, resume: dict[str, Any] | None) -> None:
         exp = self.exp
         cfg = exp.config.training
         if cfg.mode == "fo" and not exp.simulator.differentiable:
@@ -108,8 +112,15 @@ class Trainer:
         self.retried = 0
         self.skipped: list[int] = []  # steps that took no optimizer step
         self._skipped_in_a_row = 0
+        self.elapsed_before = 0.0  # wall seconds of the run before a resume
         try:
-            self.plan = self._prune() if exp.config.sparsity.method != "none" else None
+            if exp.config.sparsity.method == "none":
+                self.plan = None
+            elif resume is not None:  # the checkpoint's scores, without pruning again
+                self.plan = SparsityPlan(exp.config.sparsity, exp.flat, resume["plan"]["scores"].to(exp.device),
+                                         exp.config.training.seed + 4)
+            else:
+                self.plan = self._prune()
         except BaseException:
             self.engine.close()  # no worker processes or Ray actors left behind
             raise
@@ -248,14 +259,15 @@ class Trainer:
             tally = self._account(self.tally, restarts_before)
             metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.queries,
                        "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
-                       "sim_s": self.simulator_seconds - sim_before, "wall_s": time.perf_counter() - start}
+                       "sim_s": self.simulator_seconds - sim_before,
+                       "wall_s": self.elapsed_before + time.perf_counter() - start}
             if tally.faults or tally.retried:
                 metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
             if skipped is not None:
                 metrics["skipped"] = skipped
                 self.skipped.append(self.step)
-            on_step(metrics)
             self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped is not None else 0
+            on_step(metrics)  # the trainer's state is the step's end: a checkpoint may be taken here
             limit = self.exp.config.execution.faults.max_skipped_in_a_row
             if self._skipped_in_a_row >= limit:
                 raise ZooframeError(f"{limit} steps in a row were skipped (execution.faults.max_skipped_in_a_row), "

@@ -106,6 +106,13 @@ class Estimator(Plugin):
     inputs: ClassVar[frozenset[str]] = frozenset({"mask"})
     partial: ClassVar[bool] = False
 
+    def state_dict(self) -> dict:
+        """What the estimator carries from step to step (tensors, numbers, lists), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def ask(self, theta: torch.Tensor, generator: torch.Generator, given: StepInputs = NO_INPUTS) -> QuerySet:
         """Queries around ``theta`` ``[d]``, from the inputs the estimator declared."""
         raise NotImplementedError

@@ -63,6 +63,13 @@ class Guided(Estimator):
         super().__init__(config)
         self.history: deque[torch.Tensor] = deque(maxlen=config.k)
 
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history.clear()
+        self.history.extend(state["history"])
+
     def ask(self, theta, generator, given=NO_INPUTS) -> WeightedDirectionQueries:
         if given.surrogate is None:
             raise ValueError("the guided estimator needs StepInputs.surrogate (a surrogate gradient at theta)")

@@ -1,0 +1,129 @@
+"""Bad input never ends in a traceback: fuzzed configs through the API and `zooframe validate`,
+and the errors `validate` can know before any work."""
+
+import contextlib
+import copy
+import io
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import zooframe
+from zooframe.cli import main
+from zooframe.config import load_config
+from zooframe.errors import ConfigError
+from zooframe.experiment import preflight
+
+from .helpers import SMALL, small
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["", "auto", "cge", "burgers", "conv", "file", "ray", "nog", "-1", "1e999", "\u2603\u0000"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+def paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from paths(value, (*prefix, key))
+
+
+@st.composite
+def mutated_configs(draw):
+    """A valid config with one to three mutations (a value replaced, a key dropped, a key added,
+    deep nesting), or a document that is not a config at all."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.lists(junk, max_size=3) | junk)
+    config = copy.deepcopy(SMALL)
+    config["output"] = {"progress": False, "dir": "runs/fuzz"}
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(list(paths(config))))
+        if not where:
+            continue
+        parent = config
+        for key in where[:-1]:
+            parent = parent[key]
+        if not isinstance(parent, dict) or where[-1] not in parent:
+            continue
+        action = draw(st.sampled_from(["replace", "drop", "add", "nest"]))
+        if action == "replace":
+            parent[where[-1]] = draw(junk)
+        elif action == "drop":
+            del parent[where[-1]]
+        elif action == "add":
+            parent[draw(st.text(min_size=1, max_size=10))] = draw(junk)
+        else:
+            deep = draw(junk)
+            for _ in range(draw(st.integers(10, 300))):
+                deep = [deep] if draw(st.booleans()) else {"a": deep}
+            parent[where[-1]] = deep
+    return config
+
+
+FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@FUZZ
+@given(mutated_configs())
+def test_fuzzed_configs_through_the_api_give_errors_with_paths(config):
+    try:
+        valid = load_config(config)
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        if isinstance(config, dict):
+            assert all(":" in p for p in exc.problems)  # path: message
+        return
+    assert isinstance(preflight(valid), list)
+
+
+@FUZZ
+@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes"]))
+def test_fuzzed_config_files_through_validate_never_give_a_traceback(tmp_path_factory, config, form):
+    path = tmp_path_factory.mktemp("fuzz") / "config.json"
+    text = json.dumps(config)
+    if form == "empty":
+        path.write_text("")
+    elif form == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif form == "bytes":
+        path.write_bytes(b"\xff\xfe" + text.encode("utf-16-le"))
+    else:
+        path.write_text(text)
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(["validate", str(path)])
+    err = err.getvalue()
+    assert code in (0, 2) and "Traceback" not in err
+    assert (code == 0) == (err == "")
+
+
+def test_validate_catches_an_unknown_split_and_an_unwritable_folder(tmp_path, capsys):
+    config = small()
+    config["evaluation"]["split"] = "val"
+    (tmp_path / "a_file").write_text("")
+    config["output"]["dir"] = str(tmp_path / "a_file" / "run")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "evaluation.split: the high-fidelity mode of simulator Burgers offers no 'val' cases (it has: train, test)" in err
+    assert f"output.dir: {tmp_path / 'a_file' / 'run'} cannot be created: {tmp_path / 'a_file'} is a file" in err
+    assert main(["run", str(path)]) == 2  # refused before any work: no run folder
+    assert not (tmp_path / "runs").exists() and "Traceback" not in capsys.readouterr().err
+
+
+def test_evaluate_on_an_unknown_split_is_a_clear_error(tmp_path, capsys):
+    zooframe.run(small(steps=1), output=tmp_path)
+    assert main(["evaluate", str(tmp_path), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert "no case set 'val'" in err and "test, train" in err and "Traceback" not in err
+
+
+def test_a_config_that_is_not_an_object_is_named_as_such():
+    with pytest.raises(ConfigError, match="a JSON object"):
+        load_config([1, 2])

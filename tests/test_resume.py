@@ -1,0 +1,124 @@
+"""Checkpoints and --resume: a killed run continues to the weights of a run never stopped, bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import zooframe
+from zooframe.cli import main
+
+from .helpers import small
+
+CONFIGS = {
+    "dense": {"schedule": {"name": "cosine"}},
+    # masks redrawn every step from the plan's generator, and the guided estimator's surrogate history
+    "sparse_guided": {"sparsity": {"method": "random", "ratio": 0.5, "use": "gradient"},
+                      "estimator": {"kind": "guided", "q": 4, "k": 2}},
+}
+
+
+def config_file(tmp_path, name, steps=400):
+    config = small(steps=steps, optimizer={"lr": 0.003})
+    config["training"]["schedule"] = CONFIGS[name].get("schedule", {})
+    for section in ("sparsity", "estimator"):
+        if section in CONFIGS[name]:
+            config[section] = CONFIGS[name][section]
+    config["execution"] = {"threads": 1}
+    config["output"] = {"progress": False, "checkpoint_every": 7}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def zooframe_run(*args):
+    return subprocess.Popen([sys.executable, "-m", "zooframe.cli", "run", *map(str, args), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, name):
+    path = config_file(tmp_path, name)
+    whole = zooframe_run(path, "--output", tmp_path / "whole")
+    killed = zooframe_run(path, "--output", tmp_path / "killed")
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 60):
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    lines = len(metrics.read_text().splitlines())
+    assert lines < 400, "the run finished before it was killed: make it longer"
+    assert whole.wait() == 0, whole.communicate()
+
+    resumed = zooframe_run(path, "--output", tmp_path / "killed", "--resume")
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["status"] == "completed" and 0 < summary["resumed_from_step"] <= lines
+    assert summary["resumed_from_step"] % 7 == 0
+    for a, b in zip(torch.load(tmp_path / "whole" / "model.pt").values(),
+                    torch.load(tmp_path / "killed" / "model.pt").values()):
+        assert torch.equal(a, b)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, 401))  # each step once: the lines after the checkpoint were dropped
+    whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["queries_total"] == whole_summary["queries_total"]
+
+
+def test_resuming_a_completed_run_does_nothing_and_says_so(tmp_path, capsys):
+    path = config_file(tmp_path, "dense", steps=3)
+    assert main(["run", str(path), "--output", str(tmp_path / "run"), "--quiet"]) == 0
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["run", str(path), "--output", str(tmp_path / "run"), "--quiet", "--resume"]) == 0
+    assert "nothing to do: the run had completed" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+def test_a_folder_of_another_experiment_is_refused_unless_forced(tmp_path, capsys):
+    config = small(steps=2)
+    config["sparsity"] = {"method": "magnitude", "ratio": 0.5}
+    zooframe.run(config, output=tmp_path)
+    assert (tmp_path / "mask.pt").is_file()
+    other = small(steps=3)
+    path = tmp_path.parent / f"{tmp_path.name}.json"
+    path.write_text(json.dumps(other))
+    for extra in ([], ["--resume"]):
+        assert main(["run", str(path), "--output", str(tmp_path), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "holds another experiment" in err and "training.steps" in err and "sparsity.method" in err
+    assert main(["run", str(path), "--output", str(tmp_path), "--quiet", "--force"]) == 0
+    assert not (tmp_path / "mask.pt").exists()  # the old run's files are gone, not mixed with the new
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_crafted_pickle_in_a_run_folder_does_not_execute(tmp_path):
+    import pickle
+
+    from zooframe.runs import evaluate_run
+
+    config = small(steps=2)
+    zooframe.run(config, output=tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("model.pt", "checkpoint.pt"):
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(Exploit(), f)
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "failed"}))
+    with pytest.raises(zooframe.ZooframeError, match="cannot read the checkpoint"):
+        zooframe.run(config, output=tmp_path, resume=True)
+    with pytest.raises(zooframe.ZooframeError, match="cannot read .*model.pt"):
+        evaluate_run(tmp_path)
+    assert not marker.exists()
