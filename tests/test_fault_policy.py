@@ -256,3 +256,21 @@ def test_a_state_that_is_not_floating_point_is_a_shape_fault():
 
     with pytest.raises(SimulatorShapeError, match="dtype torch.int64; a state is floating point"):
         SimulatorRunner(Integers())(torch.zeros(2, 1, 4), [None, None], 0)
+
+
+def test_a_lost_worker_is_counted_apart_from_the_simulator_faults(tmp_path):
+    import os
+    import signal
+
+    config = faulty("nonfinite", "skip", every=5)
+    config["execution"].update(backend="process", workers=1)
+
+    def kill_the_worker(metrics, trainer):
+        if metrics["step"] == 2:
+            os.kill(trainer.engine.pool.submit(os.getpid).result(), signal.SIGKILL)
+
+    result = zooframe.run(config, output=tmp_path, registry=registry_with_opaque(), on_step=kill_the_worker)
+    assert result.summary["status"] == "completed" and result.summary["worker_restarts"] == 1
+    assert result.summary["faults"]["lost_worker"] == 1 and result.summary["faults"]["nonfinite"] > 0
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[2]["faults"]["lost_worker"] == 1
