@@ -72,3 +72,20 @@ def test_runs_writing_the_same_entry_at_once_leave_a_valid_file(tmp_path):
         t.join()
     assert errors == [] and torch.equal(cache.load(params, 5), frames)
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_fetch_generates_only_what_is_missing_in_one_call(tmp_path):
+    cache = TrajectoryCache(tmp_path)
+    params = [{"case": i} for i in range(4)]
+    cache.save(params[1], torch.full((3, 2), 1.0))
+    cache.save(params[2], torch.full((2, 2), 2.0))  # too short for 2 steps: made again
+    calls = []
+
+    def generate(missing):
+        calls.append(missing)
+        return torch.stack([torch.full((3, 2), 10.0 + i) for i in missing])
+
+    got = cache.fetch(params, 2, generate)
+    assert calls == [[0, 2, 3]] and got.shape == (4, 3, 2)
+    assert [float(g[0, 0]) for g in got] == [10.0, 1.0, 12.0, 13.0]
+    assert cache.fetch(params, 2, generate).equal(got) and len(calls) == 1  # all cached now

@@ -10,7 +10,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -67,3 +67,16 @@ class TrajectoryCache:
         torch.save({"params": params, "frames": frames, "sha256": _digest(frames)}, tmp)
         os.replace(tmp, path)  # atomic: a killed run never leaves a partial file under the real name
         return path
+
+    def fetch(self, params: Sequence[dict[str, Any]], steps: int,
+              generate: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        """Trajectories ``[len(params), steps + 1, ...]``: each from its file when a valid one holds
+        enough steps, the others from one call ``generate(indices)`` (their frames ``[k, steps + 1,
+        ...]``), which are then saved."""
+        found = {i: self.load(p, steps) for i, p in enumerate(params)}
+        missing = [i for i, frames in found.items() if frames is None]
+        if missing:
+            for i, frames in zip(missing, generate(missing)):
+                self.save(params[i], frames)
+                found[i] = frames
+        return torch.stack([found[i] for i in range(len(params))])
