@@ -147,11 +147,11 @@ class Trainer:
         if self._own_threads:
             self.threads.restore()
 
-    def gradient(self, window: Window) -> tuple[torch.Tensor, float]:
+    def gradient(self, window: Window) -> tuple[torch.Tensor, float | None]:
         """The step's gradient and the loss at the current parameters; the queries it took and its
         faults go into ``self.tally``. Raises :class:`StepSkipped` when the fault policy leaves no
         estimate to take a step from."""
-        exp, tally = self.exp, self.tally
+        exp = self.exp
         objective = self._attempt("computing the window's first solver step", lambda: exp.objective(window, self.jacobian))
         theta = exp.flat.get()
         mask = self.plan.mask(self.step) if self.plan else None
@@ -162,32 +162,36 @@ class Trainer:
         with torch.no_grad():
             queries = exp.estimator.ask(theta, self.generator, given)
             evaluated = self.engine.evaluate_all(objective, queries, self.guard)
-            tally.add(evaluated.counts(), evaluated.retried, len(queries), evaluated.recovered)
-            policy = exp.config.execution.faults
-            outcome = resolve(evaluated, policy)
+            self.tally.add(evaluated.counts(), evaluated.retried, len(queries), evaluated.recovered)
+            outcome = resolve(evaluated, exp.config.execution.faults)
             if outcome.aborting:
                 raise ZooframeError(fault_message(evaluated, exp.config.simulator.kind, self.step)) from evaluated.exception
-            lost = int((~outcome.usable).sum())
-            if not lost:
-                grad = exp.estimator.tell(queries, outcome.values)
-            elif lost > policy.max_lost_fraction * len(queries):
-                raise StepSkipped(f"{lost} of {len(queries)} queries lost, more than execution.faults.max_lost_fraction "
-                                  f"({policy.max_lost_fraction:g})")
-            elif not exp.estimator.partial:
-                raise StepSkipped(f"{lost} of {len(queries)} queries lost, and estimator {exp.config.estimator.kind!r} "
-                                  "estimates from complete query sets only")
-            else:
-                grad = exp.estimator.tell(queries, outcome.values, outcome.usable)
-                if grad is None:
-                    raise StepSkipped(f"{lost} of {len(queries)} queries lost, and the rest give no estimate "
-                                      "(the centre query, or every pair, was among them)")
+            grad = self._estimate(queries, outcome)
             if queries.with_center and outcome.usable[0]:
                 loss = float(outcome.values[0])
             elif loss is None:
                 centre = self.guard(objective, theta[None])
-                tally.add(centre.counts(), centre.retried, 1, centre.recovered)
-                loss = float(centre.values[0])  # NaN if the centre failed: the loss is only reported
+                self.tally.add(centre.counts(), centre.retried, 1, centre.recovered)
+                loss = float(centre.values[0]) if centre.faults[0] is None else None  # the loss is only reported
         return grad, loss
+
+    def _estimate(self, queries, outcome) -> torch.Tensor:
+        """The estimator's gradient from the queries the fault policy left usable."""
+        estimator, policy = self.exp.estimator, self.exp.config.execution.faults
+        lost, n = int((~outcome.usable).sum()), len(queries)
+        if not lost:
+            return estimator.tell(queries, outcome.values)
+        if lost > policy.max_lost_fraction * n:
+            raise StepSkipped(f"{lost} of {n} queries lost, more than execution.faults.max_lost_fraction "
+                              f"({policy.max_lost_fraction:g})")
+        if not estimator.partial:
+            raise StepSkipped(f"{lost} of {n} queries lost, and estimator {self.exp.config.estimator.kind!r} "
+                              "estimates from complete query sets only")
+        grad = estimator.tell(queries, outcome.values, outcome.usable)
+        if grad is None:
+            raise StepSkipped(f"{lost} of {n} queries lost, and the rest give no estimate (the centre query, or "
+                              "every pair, was among them)")
+        return grad
 
     def step_inputs(self, objective: CorrectionObjective, theta: torch.Tensor,
                     mask: torch.Tensor | None) -> tuple[StepInputs, float | None]:
