@@ -20,7 +20,8 @@ from .helpers import SMALL, small
 
 junk = st.recursive(
     st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=12)
-    | st.sampled_from(["", "auto", "cge", "burgers", "conv", "file", "ray", "nog", "-1", "1e999", "\u2603\u0000"]),
+    | st.sampled_from(["", "auto", "cge", "burgers", "conv", "file", "ray", "nog", "-1", "1e999", "\u2603\u0000",
+                       "runs/{x}", "runs/{", "{0}", "a\u0000b", "/dev/null/run"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 
@@ -129,3 +130,23 @@ def test_evaluate_on_an_unknown_split_is_a_clear_error(tmp_path, capsys):
 def test_a_config_that_is_not_an_object_is_named_as_such():
     with pytest.raises(ConfigError, match="a JSON object"):
         load_config([1, 2])
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("runs/{x}", "the only placeholder is {name}"), ("runs/{", "the only placeholder is {name}"),
+    ("runs/a\u0000b", "NUL"), ("/dev/null/run", "cannot be created: /dev/null is a file")])
+def test_a_run_folder_that_cannot_be_is_named(tmp_path, capsys, folder, message):
+    config = small()
+    config["output"]["dir"] = folder
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "output.dir" in err and message in err and "Traceback" not in err
+
+
+def test_a_folder_that_is_not_a_run_folder_is_left_alone(tmp_path):
+    (tmp_path / "model.pt").write_text("someone else's")
+    with pytest.raises(zooframe.ZooframeError, match="holds model.pt but no config.json: not a zooframe run folder"):
+        zooframe.run(small(steps=1), output=tmp_path)
+    assert (tmp_path / "model.pt").read_text() == "someone else's"

@@ -63,7 +63,8 @@ def test_runs_writing_the_same_entry_at_once_leave_a_valid_file(tmp_path):
                 warnings.simplefilter("always")
                 got = cache.load(params, 5)
             errors.extend(str(w.message) for w in caught)
-            assert got is None or torch.equal(got, frames)
+            if got is not None and not torch.equal(got, frames):
+                errors.append("read other frames")
 
     threads = [threading.Thread(target=f) for f in (write, write, write, read, read)]
     for t in threads:

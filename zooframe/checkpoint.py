@@ -14,6 +14,7 @@ tensors, numbers, strings and containers, so a crafted file cannot run code.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from collections import Counter
 from pathlib import Path
@@ -47,7 +48,7 @@ def capture(trainer, wall_s: float) -> dict[str, Any]:
         "generator": trainer.generator.get_state(),
         "sampler_generator": trainer.sampler.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],  # no context for a CPU run
         "numpy_rng": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
         "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
@@ -90,12 +91,20 @@ def save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path) -> dict[str, Any]:
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> Any:
+    """A run folder's file (weights, masks, checkpoints), tensors and plain data only: a crafted
+    pickle is refused, not run."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file, or one holding objects that are not plain data
-        raise ZooframeError(f"cannot read the checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                            "only zooframe's own checkpoints are read, and nothing in them is executed") from None
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ZooframeError(f"cannot read {path}: it holds objects other than tensors and plain data, which are "
+                            "refused, never run; was it written by zooframe?") from None
+    except Exception as exc:  # a truncated or damaged file
+        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
+
+
+def load(path: Path) -> dict[str, Any]:
+    state = load_tensors(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ZooframeError(f"{path} is not a zooframe checkpoint of format {FORMAT}")
     return state

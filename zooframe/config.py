@@ -167,6 +167,18 @@ class OutputConfig(Section):
     checkpoint_every: int = Field(10, ge=1, description="optimizer steps between checkpoints (one is also written "
                                   "after the last step), from which `zooframe run --resume` continues a stopped run")
 
+    @field_validator("dir")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("a path cannot hold a NUL character")
+        try:
+            v.format(name="name")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"the only placeholder is {{name}} (got {v!r}: {type(exc).__name__} {exc}); write a "
+                             "literal brace as {{ or }}") from None
+        return v
+
 
 class ExperimentBase(Section):
     schema_: str | None = Field(None, alias="$schema", description="JSON Schema for editors; ignored")

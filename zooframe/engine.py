@@ -25,14 +25,15 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 class Engine:
     """Evaluates query sets; ``queries`` counts the rows it evaluated, ``remote_seconds`` the
-    simulator time spent in workers (the local runner counts its own) and ``restarts`` the workers
-    it replaced."""
+    simulator time spent in workers (the local runner counts its own), ``lost`` the workers that
+    died or hung and ``restarts`` those it replaced."""
 
     def __init__(self, chunk_size: int):
         self.chunk_size = chunk_size
         self.queries = 0
         self.remote_seconds = 0.0
         self.restarts = 0
+        self.lost = 0  # workers lost, the last one too when it ended the run
 
     def evaluate(self, objective: Objective, queries: QuerySet) -> torch.Tensor:
         """The queries' losses (NaN where the loss is not finite); a simulator's error is raised."""
@@ -131,6 +132,7 @@ class RemoteEngine(Engine):
             try:
                 return self._map(tasks)
             except WorkerLost as lost:
+                self.lost += 1
                 if self.restarts >= self.max_restarts:
                     raise ZooframeError(
                         f"a {self.backend} worker {lost}, after {self.restarts} restart(s) in this run "

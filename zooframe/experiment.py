@@ -108,14 +108,25 @@ def preflight(config: ExperimentBase, registry: Registry | None = None, output: 
     """Every problem that shows before any work: the run folder, and what the task (the simulator
     and its reference source, built but not run) cannot give. Empty: ready to run."""
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
-    problems = output_problems(out)
     try:
-        parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
+        problems = output_problems(out)
+    except (OSError, ValueError) as exc:
+        problems = [f"output.dir: {out} cannot be used: {exc}"]
+    parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
+    simulator = None
+    try:
         simulator = parts["simulator"].build(device="cpu")
         source = parts["reference"].build(simulator, device="cpu")
         problems += task_problems(config, source, {name: list(cases) for name, cases in source.cases().items()})
     except ZooframeError as exc:
         problems.append(str(exc))
+    except Exception as exc:  # a plugin's own error while it is built: name the plugin
+        stage = "reference source" if simulator is not None else "simulator"
+        plugin = parts["reference" if simulator is not None else "simulator"].cls.__name__
+        problems.append(f"the {stage} plugin {plugin} could not be built: {type(exc).__name__}: {exc}")
+    finally:
+        if simulator is not None:
+            simulator.close()
     return problems
 
 

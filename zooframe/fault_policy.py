@@ -114,7 +114,9 @@ class Guard:
                 half = n // 2
                 parts = Evaluated.cat([self._once(objective, thetas[:half]), self._once(objective, thetas[half:])])
                 parts.retried += 2
-                parts.recovered[fault] += parts.faults.count(None)
+                # every query of this call failed its first attempt here: those that succeeded in a part are
+                # recovered once, whatever further splits they went through
+                parts.recovered = Counter({fault: parts.faults.count(None)})
                 parts.messages.setdefault(fault, describe(exc))
                 return parts
             return Evaluated(torch.full((n,), float("nan"), dtype=thetas.dtype, device=thetas.device), [fault] * n,
@@ -137,6 +139,7 @@ class Resolution:
     values: torch.Tensor
     usable: torch.Tensor
     aborting: dict[str, int]
+    penalised: int = 0
 
 
 def resolve(evaluated: Evaluated, config) -> Resolution:
@@ -144,17 +147,19 @@ def resolve(evaluated: Evaluated, config) -> Resolution:
     values = evaluated.values.clone()
     usable = torch.ones(len(values), dtype=torch.bool)
     aborting: Counter[str] = Counter()
+    penalised = 0
     for i, fault in enumerate(evaluated.faults):
         if fault is None:
             continue
         action = config.action(fault)
         if action == "penalty":
             values[i] = config.penalty
+            penalised += 1
         else:
             usable[i] = False
             if action == "abort":
                 aborting[fault] += 1
-    return Resolution(values, usable, dict(aborting))
+    return Resolution(values, usable, dict(aborting), penalised)
 
 
 def fault_message(evaluated: Evaluated, simulator: str, step: int) -> str:
@@ -163,6 +168,7 @@ def fault_message(evaluated: Evaluated, simulator: str, step: int) -> str:
     classes = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     first = "; ".join(f"{k}: {m}" for k, m in evaluated.messages.items())
     return (f"simulator {simulator!r} failed at step {step}: {failed} of {len(evaluated.faults)} queries hit a fault "
-            f"({classes}), so no optimizer step was taken from them. First error: {first}. The fault policy "
+            f"({classes}; a batched call that fails counts all its queries), so no optimizer step was taken from "
+            f"them. First error: {first}. The fault policy "
             "(execution.faults) aborts on these; set execution.faults.policy to 'retry', 'skip' or 'penalty' to "
             "ride them out")

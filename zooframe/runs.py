@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +28,7 @@ CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE,
     "checkpoint.pt")
 FIGURE_FILES = ("loss.png", "mae.png", "snapshots.png")
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE,
-             CHECKPOINT_FILE, *FIGURE_FILES)
+             CHECKPOINT_FILE, CHECKPOINT_FILE + ".tmp", *FIGURE_FILES)
 
 
 @dataclass
@@ -76,6 +77,8 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     if state == "completed":
         summary = json.loads((out / SUMMARY_FILE).read_text())
         return RunResult(out, {**summary, "resumed": "nothing to do: the run had completed"}, load_run(out, registry))
+    if resume and state is None:
+        warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=2)
     _write_json(out / CONFIG_FILE, config.to_json())
     _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
     built: list[Experiment] = []
@@ -90,22 +93,26 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
             exp.simulator.close()
 
 
-def _comparable(config: dict) -> dict:
+def _comparable(config: Any) -> dict:
     """A config without what does not change the run (its editor schema, the progress bar)."""
+    if not isinstance(config, dict):
+        return {"(the whole config)": config}
     config = {k: v for k, v in config.items() if k != "$schema"}
-    config["output"] = {k: v for k, v in config.get("output", {}).items() if k != "progress"}
+    if isinstance(config.get("output"), dict):
+        config["output"] = {k: v for k, v in config["output"].items() if k != "progress"}
     return config
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+    return [] if a == b else [prefix.rstrip(".") or "(the whole config)"]
 
 
 def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool) -> dict[str, Any] | str | None:
     """The checkpoint to resume from, "completed", or None for a fresh start (the folder then holds
-    none of an earlier run's files)."""
+    none of an earlier run's files). Only a zooframe run folder (one with config.json) is cleared;
+    a folder that holds a run's files without one is someone else's, and refused unless ``force``."""
     if out.exists() and not out.is_dir():
         raise ZooframeError(f"the run folder {out} is a file; choose another output.dir or --output")
     old_config = out / CONFIG_FILE
@@ -113,7 +120,7 @@ def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool
         try:
             old = json.loads(old_config.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            old = {}
+            old = None
         differ = _differences(_comparable(old), _comparable(config.to_json()))
         if differ and (resume or not force):
             what = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
@@ -127,12 +134,17 @@ def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool
                 return "completed"
             if (out / CHECKPOINT_FILE).is_file():
                 return checkpoint.load(out / CHECKPOINT_FILE)
+    elif out.is_dir() and not force:
+        foreign = sorted(name for name in RUN_FILES if (out / name).exists())
+        if foreign:
+            raise ZooframeError(f"{out} holds {', '.join(foreign)} but no {CONFIG_FILE}: not a zooframe run folder, so "
+                                "nothing in it is replaced; choose another output.dir or --output, or --force")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-    except OSError as exc:
-        raise ZooframeError(f"cannot write the run folder {out}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise ZooframeError(f"cannot write the run folder {out}: {getattr(exc, 'strerror', None) or exc}") from None
     return None
 
 
@@ -246,19 +258,10 @@ def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experimen
         if not (run_dir / name).is_file():
             raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
     exp = Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry)
-    exp.model.load_state_dict(_load_tensors(run_dir / MODEL_FILE, exp.device))
+    exp.model.load_state_dict(checkpoint.load_tensors(run_dir / MODEL_FILE, exp.device))
     if (run_dir / MASK_FILE).is_file():
-        exp.mask = _load_tensors(run_dir / MASK_FILE, exp.device)
+        exp.mask = checkpoint.load_tensors(run_dir / MASK_FILE, exp.device)
     return exp
-
-
-def _load_tensors(path: Path, device) -> Any:
-    """Weights only: a file holding anything else (a crafted pickle) is refused, not run."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run folders hold "
-                            "tensors only, and nothing in them is executed") from None
 
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,

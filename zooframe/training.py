@@ -178,18 +178,19 @@ class Trainer:
     def _estimate(self, queries, outcome) -> torch.Tensor:
         """The estimator's gradient from the queries the fault policy left usable."""
         estimator, policy = self.exp.estimator, self.exp.config.execution.faults
-        lost, n = int((~outcome.usable).sum()), len(queries)
-        if not lost:
-            return estimator.tell(queries, outcome.values)
+        dropped, n = int((~outcome.usable).sum()), len(queries)
+        lost = dropped + outcome.penalised
         if lost > policy.max_lost_fraction * n:
-            raise StepSkipped(f"{lost} of {n} queries lost, more than execution.faults.max_lost_fraction "
-                              f"({policy.max_lost_fraction:g})")
+            raise StepSkipped(f"{lost} of {n} queries lost (skipped or penalised), more than "
+                              f"execution.faults.max_lost_fraction ({policy.max_lost_fraction:g})")
+        if not dropped:
+            return estimator.tell(queries, outcome.values)
         if not estimator.partial:
-            raise StepSkipped(f"{lost} of {n} queries lost, and estimator {self.exp.config.estimator.kind!r} "
+            raise StepSkipped(f"{dropped} of {n} queries skipped, and estimator {self.exp.config.estimator.kind!r} "
                               "estimates from complete query sets only")
         grad = estimator.tell(queries, outcome.values, outcome.usable)
         if grad is None:
-            raise StepSkipped(f"{lost} of {n} queries lost, and the rest give no estimate (the centre query, or "
+            raise StepSkipped(f"{dropped} of {n} queries skipped, and the rest give no estimate (the centre query, or "
                               "every pair, was among them)")
         return grad
 
@@ -236,7 +237,7 @@ class Trainer:
         first = self.step
         while self.step < cfg.steps:
             self.threads.update(force=self.step == first)
-            sim_before, restarts_before = self.simulator_seconds, self.engine.restarts
+            sim_before, lost_before = self.simulator_seconds, self.engine.lost
             step_start = time.perf_counter()
             self.tally = FaultTally()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -246,9 +247,9 @@ class Trainer:
                     self._nonfinite_gradient()
                 skipped = None
             except StepSkipped as exc:
-                skipped, loss = str(exc), None
+                skipped, loss, last_skip = str(exc), None, exc
             except BaseException:
-                self._account(self.tally, restarts_before)  # an aborted step's faults are in the summary too
+                self._account(self.tally, lost_before)  # an aborted step's faults are in the summary too
                 raise
             if skipped is None:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -260,7 +261,7 @@ class Trainer:
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
                 self.scheduler.step()
             self.step += 1
-            tally = self._account(self.tally, restarts_before)
+            tally = self._account(self.tally, lost_before)
             metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.queries,
                        "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
                        "sim_s": self.simulator_seconds - sim_before,
@@ -275,12 +276,12 @@ class Trainer:
             limit = self.exp.config.execution.faults.max_skipped_in_a_row
             if self._skipped_in_a_row >= limit:
                 raise ZooframeError(f"{limit} steps in a row were skipped (execution.faults.max_skipped_in_a_row), "
-                                    f"the last at step {self.step}: {skipped}")
+                                    f"the last at step {self.step}: {skipped}") from last_skip.__cause__
 
-    def _account(self, tally: FaultTally, restarts_before: int) -> FaultTally:
-        """Add a step's queries and faults (with its replaced workers) to the run's."""
-        if self.engine.restarts > restarts_before:
-            tally.add({LOST_WORKER: self.engine.restarts - restarts_before})
+    def _account(self, tally: FaultTally, lost_before: int) -> FaultTally:
+        """Add a step's queries and faults (with its lost workers) to the run's."""
+        if self.engine.lost > lost_before:
+            tally.add({LOST_WORKER: self.engine.lost - lost_before})
         self.queries += tally.queries
         self.faults.update(tally.faults)
         self.recovered.update(tally.recovered)

@@ -50,8 +50,9 @@ class Guided(Estimator):
     adds nothing to the subspace (then the search is isotropic).
 
     Skipped queries (fault policy ``skip``): the sum runs over the q' pairs whose two queries
-    were kept, divided by q' instead of q; the directions being i.i.d. and the faults not
-    depending on them, E[g] is unchanged and the variance is that of q' pairs. With q' = 0
+    were kept, divided by q' instead of q. When faults do not depend on the directions drawn,
+    E[g] is unchanged and the variance is that of q' pairs; when they do (divergence along steep
+    directions), dropping those pairs biases the estimate away from them. With q' = 0
     there is no estimate.
     """
 

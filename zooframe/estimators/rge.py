@@ -34,9 +34,10 @@ class RGE(Estimator):
     Both are unbiased for the smoothed gradient; the variance shrinks as 1/q.
 
     Skipped queries (fault policy ``skip``): the sums run over the q' directions whose query
-    (forward) or pair (central) was kept, divided by q' instead of q. A fault does not depend on
-    which direction was drawn, so the kept directions are still i.i.d. and the estimate stays
-    unbiased, with the variance of q' directions. Without the centre (forward), or with q' = 0,
+    (forward) or pair (central) was kept, divided by q' instead of q. When faults do not depend
+    on the direction drawn (a crash, a lost licence), the kept directions are still i.i.d. and the
+    estimate stays unbiased, with the variance of q' directions; when they do (a code that diverges
+    along steep directions), dropping them biases the estimate away from those directions. Without the centre (forward), or with q' = 0,
     there is no estimate.
     """
 
