@@ -56,6 +56,7 @@ class FaultyBurgersConfig(BurgersConfig):
     every: int | None = None  # every n-th call of this process faults once (a transient fault)
     rows: int | None = None  # calls with this many rows fault (e.g. a window's first step, shared by all queries)
     close_log: str | None = None  # close() appends this process's id to the file
+    case: str | None = None  # rows of this case fault
     # only steps of training cases fault, so that the held-out evaluation after training runs clean
 
 
@@ -89,6 +90,7 @@ class FaultyBurgers(Burgers):
             bad |= state.detach().flatten(1).abs().amax(dim=1).cpu() > cfg.above
         if (cfg.every is not None and self.calls % cfg.every == 0) or state.shape[0] == cfg.rows:
             bad[:] = True
+        bad |= torch.tensor([c.name == cfg.case for c in cases])
         out = Burgers.step(self, state, cases, seed)
         if not bad.any():
             return out

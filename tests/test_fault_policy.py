@@ -282,3 +282,9 @@ def test_penalised_queries_count_as_lost(tmp_path):
     result, metrics = run_faulty(tmp_path, "penalty", config)
     assert result.summary["skipped_steps"] and all("skipped or penalised" in m["skipped"] for m in metrics
                                                    if "skipped" in m)
+
+
+def test_a_code_that_fails_on_the_reference_frames_is_named_before_training(tmp_path):
+    config = faulty("nonfinite", "skip", case="train-nu0.05")
+    with pytest.raises(zooframe.ZooframeError, match="'faulty_burgers' returned NaN or Inf from the training reference"):
+        zooframe.run(config, output=tmp_path, registry=registry_with_opaque())

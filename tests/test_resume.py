@@ -122,3 +122,35 @@ def test_a_crafted_pickle_in_a_run_folder_does_not_execute(tmp_path):
     with pytest.raises(zooframe.ZooframeError, match="cannot read .*model.pt: it holds objects other than tensors"):
         evaluate_run(tmp_path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("backend", ["local", "process"])
+def test_an_interrupted_run_resumes_on_its_backend_with_skipped_steps(tmp_path, backend):
+    """Faulty steps are skipped before and after the resume point, and workers rebuilt."""
+    from .helpers import registry_with_opaque
+
+    config = small(steps=20)
+    config["simulator"].update(kind="faulty_burgers", fault="nonfinite", case="train-nu0.05")
+    config["training"]["cases_per_step"] = 1
+    config["model"]["normalize"] = False  # its statistics come from every case's steps
+    config["execution"] = {"threads": 1, "backend": backend, "workers": 2, "chunk_size": 8,
+                           "faults": {"policy": "skip", "max_skipped_in_a_row": 100}}
+    config["output"] = {"progress": False, "checkpoint_every": 4}
+    config["sparsity"] = {"method": "random", "ratio": 0.5, "use": "gradient"}
+    registry = registry_with_opaque()
+    whole = zooframe.run(config, output=tmp_path / "whole", registry=registry)
+
+    def stop(metrics, trainer):
+        if metrics["step"] == 11:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        zooframe.run(config, output=tmp_path / "cut", registry=registry, on_step=stop)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
+    resumed = zooframe.run(config, output=tmp_path / "cut", registry=registry, resume=True)
+    assert resumed.summary["resumed_from_step"] == 8
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    for key in ("faults", "skipped_steps", "queries_total"):
+        assert resumed.summary[key] == whole.summary[key]
+    assert 0 < len(whole.summary["skipped_steps"]) < 20

@@ -215,6 +215,10 @@ class Experiment:
         changes the network should make to them (as the coupling defines them)."""
         ref, steps = sampler.reference, sampler.unroll
         states, changes = self.coupling.statistics(ref, sampler.cases, self.runner, steps)
+        if not torch.isfinite(changes).all():
+            raise ZooframeError(f"simulator {self.config.simulator.kind!r} returned NaN or Inf from the training "
+                                "reference's frames, which the network's normalization is fitted on; the code fails on "
+                                "the task's own states (or set model.normalize to false)")
         per_case = states.shape[0] // ref.shape[0]
         self.model.set_statistics(states, sampler.features.repeat_interleave(per_case, dim=0), changes)
 
