@@ -60,6 +60,13 @@ def test_the_reference_starts_from_the_fine_initial_field_averaged(small):
     assert abs(expected.mean() - case.params["mean"]) < 1e-12
 
 
+def test_the_warmup_starts_the_reference_later_on_the_same_trajectory(small):
+    cases = Spinodal(SpinodalConfig(**small)).cases()["train"]
+    from_quench = Spinodal(SpinodalConfig(**small)).reference(cases, 5)
+    later = Spinodal(SpinodalConfig(**{**small, "warmup": 3})).reference(cases, 2)
+    torch.testing.assert_close(later, from_quench[:, 3:], rtol=0, atol=1e-6)
+
+
 def test_the_characteristic_length_of_a_cosine_is_its_wavelength():
     x = (torch.arange(32, dtype=torch.float64) + 0.5) / 32 * 2 * math.pi
     field = torch.cos(4 * x)[:, None].expand(32, 32)

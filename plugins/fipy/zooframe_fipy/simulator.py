@@ -39,6 +39,8 @@ class SpinodalConfig(zooframe.PluginConfig):
     dt: PositiveFloat = Field(2.0, description="time step of one source step")
     reference_factor: int = Field(4, ge=1, description="refinement of the reference grid per side")
     reference_substeps: int = Field(2, ge=1, description="reference steps per source step")
+    warmup: int = Field(0, ge=0, description="source steps' worth of reference evolution before its first frame "
+                        "(0: the reference starts at the quench)")
     noise: PositiveFloat = Field(0.2, description="standard deviation of the initial composition fluctuation")
     modes: int = Field(6, ge=1, description="largest wavenumber (in units of 2 pi / length) of the initial fluctuation")
     train_cases: list[MaterialCase] = Field(
@@ -47,6 +49,9 @@ class SpinodalConfig(zooframe.PluginConfig):
     test_cases: list[MaterialCase] = Field(
         default_factory=lambda: _cases([(1.5, 1.25, 0.05), (1.0, 1.25, 0.25), (2.5, 1.0, 0.0)]),
         min_length=1, description="held-out quenches")
+    conserve: bool = Field(
+        True, description="set each state's mean composition to its case's before stepping: Cahn-Hilliard "
+        "conserves it, and a correction that shifts it would shift every later state")
     solver: Literal["pcg", "lu"] = Field("pcg", description="FiPy's linear solver (the system is symmetric positive definite)")
     tolerance: PositiveFloat = Field(1e-10, description="relative residual of the pcg solver in the source step "
                                      "(tight: ZO estimates are made of small differences of its output)")
@@ -114,6 +119,9 @@ class Spinodal(zooframe.Simulator):
 
     def step(self, state: torch.Tensor, cases: Sequence[zooframe.Case], seed: int) -> torch.Tensor:
         phi = state.detach().cpu().double().numpy()[:, 0]
+        if self.config.conserve:
+            mean = np.array([c.params["mean"] for c in cases])
+            phi = phi - phi.mean(axis=(1, 2), keepdims=True) + mean[:, None, None]
         out = self.advance(phi, cases, self.config.resolution, self.config.dt, 1)
         return torch.as_tensor(out[:, None], device=state.device).to(state.dtype)
 
@@ -146,7 +154,7 @@ class Spinodal(zooframe.Simulator):
 
     def _cache_params(self, case: zooframe.Case) -> dict:
         cfg = self.config.model_dump(mode="json", exclude={"kind", "train_cases", "test_cases", "batching",
-                                                             "block_rows", "cache_dir"})
+                                                             "block_rows", "cache_dir", "conserve"})
         return {"simulator": "fipy-spinodal", "fipy": _fipy_version(), "case": dict(case.params), **cfg}
 
     def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
@@ -168,6 +176,8 @@ class Spinodal(zooframe.Simulator):
         def restrict(fine):
             return fine.reshape(len(cases), n, f, n, f).mean(axis=(2, 4))
 
+        if cfg.warmup:
+            phi = self.advance(phi, cases, n * f, cfg.dt / cfg.reference_substeps, cfg.warmup * cfg.reference_substeps)
         frames = [restrict(phi)]
         for _ in range(steps):
             phi = self.advance(phi, cases, n * f, cfg.dt / cfg.reference_substeps, cfg.reference_substeps)
