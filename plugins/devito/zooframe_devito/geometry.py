@@ -46,8 +46,9 @@ class Specimen:
     bottom: float  # mm, depth of the backwall (air below)
     void_density: float  # density of air and flaw relative to the plate's
     interface: float  # mm, smoothing width of every interface
-    sponge: float  # mm, absorbing layer at the left and right
+    sponge: float  # mm, absorbing layer at the sides (and at the top and bottom without free surfaces)
     sponge_strength: float  # eta at the outer edge, in units of velocity / sponge width
+    free_surfaces: bool  # air above ``top`` and below ``bottom``; else the window is absorbing all round
 
     def void_fraction(self, X: np.ndarray, Y: np.ndarray, flaw: Flaw | None) -> np.ndarray:
         """1 in air and in the flaw, 0 in the plate, smooth across interfaces."""
@@ -56,17 +57,21 @@ class Specimen:
         def inside(d):  # d < 0 inside
             return 0.5 * (1 - np.tanh(d / w))
 
-        air = np.maximum(inside(Y - self.top), inside(self.bottom - Y))
+        void = np.maximum(inside(Y - self.top), inside(self.bottom - Y)) if self.free_surfaces else np.zeros_like(X)
         if flaw is None:
-            return air
-        return np.maximum(air, inside(flaw.signed_distance(X, Y)))
+            return void
+        return np.maximum(void, inside(flaw.signed_distance(X, Y)))
 
     def density(self, X: np.ndarray, Y: np.ndarray, flaw: Flaw | None) -> np.ndarray:
         return np.exp(self.void_fraction(X, Y, flaw) * math.log(self.void_density))
 
-    def eta(self, X: np.ndarray) -> np.ndarray:
-        """Sponge damping (1 / us): quadratic ramp over ``sponge`` mm at the left and right edges."""
-        depth = np.maximum(np.maximum(self.sponge - X, X - (self.width - self.sponge)), 0) / self.sponge
+    def eta(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Sponge damping (1 / us): a quadratic ramp over ``sponge`` mm at the left and right edges,
+        and at the top and bottom unless those are free surfaces."""
+        def ramp(d, extent):
+            return np.maximum(np.maximum(self.sponge - d, d - (extent - self.sponge)), 0) / self.sponge
+
+        depth = ramp(X, self.width) if self.free_surfaces else np.maximum(ramp(X, self.width), ramp(Y, self.height))
         return self.sponge_strength * self.velocity / self.sponge * depth**2
 
     def coefficients(self, flaw: Flaw | None, n: tuple[int, int], h: float, dt: float) -> dict[str, np.ndarray]:
@@ -76,7 +81,7 @@ class Specimen:
         rho = self.density(X, Y, flaw)
         return {"kdt2": dt**2 * rho * self.velocity**2,
                 "bx": 1 / self.density(X + h / 2, Y, flaw), "by": 1 / self.density(X, Y + h / 2, flaw),
-                "damp": self.eta(X) * dt / 2}
+                "damp": self.eta(X, Y) * dt / 2}
 
 
 @dataclass(frozen=True)
