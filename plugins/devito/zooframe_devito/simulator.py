@@ -216,7 +216,9 @@ class PulseEcho(zooframe.Simulator):
         return torch.from_numpy(np.stack([cur, prev], axis=1)).to(device=state.device, dtype=state.dtype)
 
     def render(self, state: torch.Tensor) -> torch.Tensor:
-        return state[:, 0]
+        """The pressure u, depth reversed: the core's figures draw the last index at the top, and
+        the transducer belongs there."""
+        return state[:, 0].flip(-1)
 
     # --- the reference: eighth order on a finer grid ---------------------------------------------
     def _cache_params(self, case: zooframe.Case) -> dict:
