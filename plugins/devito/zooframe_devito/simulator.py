@@ -232,14 +232,8 @@ class PulseEcho(zooframe.Simulator):
                 **self.config.model_dump(exclude=unused, mode="json")}
 
     def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
-        found = {i: self.cache.load(self._cache_params(c), steps) for i, c in enumerate(cases)}
-        missing = [i for i, f in found.items() if f is None]
-        if missing:
-            frames = self.generate([cases[i] for i in missing], steps)
-            for j, i in enumerate(missing):
-                self.cache.save(self._cache_params(cases[i]), frames[j])
-                found[i] = frames[j]
-        return torch.stack([found[i] for i in range(len(cases))]).to(self.device)
+        return self.cache.fetch([self._cache_params(c) for c in cases], steps,
+                                lambda missing: self.generate([cases[i] for i in missing], steps)).to(self.device)
 
     def fine_propagator(self) -> tuple[Propagator, int, int]:
         """The reference propagator, its grid refinement r and its time steps per coarse time step."""

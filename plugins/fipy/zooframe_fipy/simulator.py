@@ -158,14 +158,9 @@ class Spinodal(zooframe.Simulator):
         return {"simulator": "fipy-spinodal", "fipy": _fipy_version(), "case": dict(case.params), **cfg}
 
     def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
-        found = {i: self.cache.load(self._cache_params(c), steps) for i, c in enumerate(cases)}
-        missing = [i for i, f in found.items() if f is None]
-        if missing:
-            frames = self.generate([cases[i] for i in missing], steps)
-            for j, i in enumerate(missing):
-                self.cache.save(self._cache_params(cases[i]), frames[j])
-                found[i] = frames[j]
-        return torch.stack([found[i] for i in range(len(cases))]).to(torch.get_default_dtype()).to(self.device)
+        frames = self.cache.fetch([self._cache_params(c) for c in cases], steps,
+                                  lambda missing: self.generate([cases[i] for i in missing], steps))
+        return frames.to(torch.get_default_dtype()).to(self.device)
 
     def generate(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
         """Fine-grid FiPy trajectories block-averaged onto the source grid, ``[B, steps + 1, 1, n, n]``."""
