@@ -18,10 +18,9 @@ def project_registry():
     """Built-ins plus this repository's own plugins (what schemas/ and examples/ describe)."""
     from zooframe.registry import Registry
 
-    phiflow_plugin = pytest.importorskip("zooframe_phiflow.plugin")
-    external_plugin = pytest.importorskip("zooframe_external.plugin")
-    return Registry(load_external=False, plugins={"zooframe-phiflow": phiflow_plugin,
-                                                  "zooframe-external": external_plugin})
+    packages = ("phiflow", "external", "fipy", "devito")
+    return Registry(load_external=False, plugins={f"zooframe-{name}": pytest.importorskip(f"zooframe_{name}.plugin")
+                                                  for name in packages})
 
 
 @pytest.fixture(scope="session")
