@@ -11,8 +11,7 @@ import pytest
 
 os.environ["ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"] = "1"  # each test names the registry it uses
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-DT = 0.05
+from external_solvers import EXAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +28,3 @@ def c_solver(tmp_path_factory) -> str:
 def solvers(c_solver):
     return {"c": [c_solver], "python": [sys.executable, str(EXAMPLES / "burgers1d.py")]}
 
-
-def solver_command(base: list[str], mode: str) -> list[str]:
-    return [*base, "--dt", str(DT), *(["--serve"] if mode == "persistent" else [])]

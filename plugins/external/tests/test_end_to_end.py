@@ -5,7 +5,7 @@ import pytest
 
 import zooframe
 import zooframe_external.plugin
-from conftest import solver_command
+from external_solvers import solver_command
 from zooframe.simulators.burgers import Burgers, BurgersConfig
 
 HORIZON = 20

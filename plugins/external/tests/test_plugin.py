@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import zooframe
-from conftest import DT, solver_command
+from external_solvers import DT, solver_command
 from zooframe import Case
 from zooframe_external import External, ExternalConfig, burgers1
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DT, solver_command
+from external_solvers import DT, solver_command
 from zooframe import Case
 from zooframe_external import External, ExternalConfig, burgers1
 
