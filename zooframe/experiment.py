@@ -91,6 +91,13 @@ def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[
 
 def output_problems(out: Path) -> list[str]:
     """Why the run folder ``out`` could not be created or written, if it could not."""
+    try:
+        return _folder_problems(out)
+    except (OSError, ValueError) as exc:
+        return [f"output.dir: {out} cannot be used: {exc}"]
+
+
+def _folder_problems(out: Path) -> list[str]:
     if out.exists():
         if not out.is_dir():
             return [f"output.dir: {out} is a file, not a folder"]
@@ -108,10 +115,7 @@ def preflight(config: ExperimentBase, registry: Registry | None = None, output: 
     """Every problem that shows before any work: the run folder, and what the task (the simulator
     and its reference source, built but not run) cannot give. Empty: ready to run."""
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
-    try:
-        problems = output_problems(out)
-    except (OSError, ValueError) as exc:
-        problems = [f"output.dir: {out} cannot be used: {exc}"]
+    problems = output_problems(out)
     parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
     simulator = None
     try:

@@ -18,7 +18,7 @@ from .errors import ConfigError, ZooframeError
 from . import checkpoint, figures, sparsity
 from .export import export_correction
 from .evaluation import HeldOut, evaluate, held_out
-from .experiment import Experiment, preflight
+from .experiment import Experiment, output_problems
 from .registry import Registry, get_registry
 from .threads import ThreadPolicy
 from .training import Trainer
@@ -61,36 +61,46 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     stopped); a completed run is left as it is. A folder that holds another experiment is refused
     unless ``force``; a new run in an old folder first removes the old run's files.
 
-    If training stops early (an error, Ctrl-C), the weights and metrics so far are still written.
-    Whatever fails once the folder exists (building the experiment, training, evaluation,
-    figures), ``summary.json`` ends with the status and the error.
+    What the config asks and the task cannot give (and a run folder that cannot be written) is a
+    :class:`ConfigError` before the folder is touched. If training stops early (an error, Ctrl-C),
+    the weights and metrics so far are still written. Whatever fails once the folder exists
+    (building the trainer, training, evaluation, figures), ``summary.json`` ends with the status
+    and the error.
     """
     registry = registry or get_registry()
     label = None if isinstance(config, (ExperimentBase, dict)) else str(config)
     if not isinstance(config, ExperimentBase):
         config = load_config(config, registry)
-    problems = preflight(config, registry, output)
+    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    problems = output_problems(out)
     if problems:
         raise ConfigError(problems, label)
-    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    try:  # before the folder: what the task cannot give is refused without leaving one behind
+        exp = Experiment.build(config, registry)
+    except ZooframeError as exc:
+        raise ConfigError([str(exc)], label) from exc
+    try:
+        return _start(exp, out, progress, on_step, resume, force)
+    finally:
+        exp.simulator.close()
+
+
+def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: bool, force: bool) -> RunResult:
+    config = exp.config
     state = _prepare_folder(out, config, resume, force)
     if state == "completed":
         summary = json.loads((out / SUMMARY_FILE).read_text())
-        return RunResult(out, {**summary, "resumed": "nothing to do: the run had completed"}, load_run(out, registry))
+        return RunResult(out, {**summary, "resumed": "nothing to do: the run had completed"}, _load_weights(exp, out))
     if resume and state is None:
-        warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=2)
+        warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=3)
     _write_json(out / CONFIG_FILE, config.to_json())
     _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
-    built: list[Experiment] = []
     try:
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
-            return _run(config, out, progress, registry, threads, on_step, state, built)
+            return _run(exp, out, progress, threads, on_step, state)
     except BaseException as exc:
         _record_failure(out / SUMMARY_FILE, exc)
         raise
-    finally:
-        for exp in built:
-            exp.simulator.close()
 
 
 def _comparable(config: Any) -> dict:
@@ -153,7 +163,7 @@ def _record_failure(path: Path, exc: BaseException) -> None:
     summary = json.loads(path.read_text()) if path.is_file() else {}
     if summary.get("status") in ("failed", "interrupted"):
         return  # training wrote it, with its counts
-    summary["failed_in"] = {"building": "building the experiment (or pruning)", "trained": "evaluation"}.get(
+    summary["failed_in"] = {"building": "building the trainer (normalization, pruning, workers)", "trained": "evaluation"}.get(
         summary.get("status"), summary.get("status"))
     summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
     summary["error"] = f"{type(exc).__name__}: {exc}"
@@ -169,10 +179,9 @@ def _kept_metrics(path: Path, steps: int) -> None:
     path.write_text("".join(lines[:steps]))
 
 
-def _run(config: ExperimentBase, out: Path, progress: bool | None, registry: Registry,
-         threads: ThreadPolicy, callback, resume: dict[str, Any] | None, built: list[Experiment]) -> RunResult:
-    exp = Experiment.build(config, registry)
-    built.append(exp)
+def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolicy, callback,
+         resume: dict[str, Any] | None) -> RunResult:
+    config = exp.config
     trainer = Trainer(exp, threads, resume)
     show = config.output.progress if progress is None else progress
     bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
@@ -257,7 +266,10 @@ def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experimen
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (run_dir / name).is_file():
             raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
-    exp = Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry)
+    return _load_weights(Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry), run_dir)
+
+
+def _load_weights(exp: Experiment, run_dir: Path) -> Experiment:
     exp.model.load_state_dict(checkpoint.load_tensors(run_dir / MODEL_FILE, exp.device))
     if (run_dir / MASK_FILE).is_file():
         exp.mask = checkpoint.load_tensors(run_dir / MASK_FILE, exp.device)

@@ -15,7 +15,7 @@ from .engine import LocalEngine
 from .errors import ZooframeError
 from .experiment import Experiment
 from .estimators.base import StepInputs
-from .fault_policy import LOST_WORKER, Guard, classify, describe, fault_message, resolve
+from .fault_policy import LOST_WORKER, Evaluated, Guard, classify, describe, fault_message, resolve
 from .faults import SimulatorNonFinite
 from .objective import CorrectionObjective, Window
 from .sparsity import SparsityPlan, initial_scores
@@ -53,6 +53,10 @@ class FaultTally:
         self.recovered.update(recovered or {})
         self.retried += retried
         self.queries += queries
+
+    def record(self, evaluated: Evaluated) -> None:
+        """The queries of one guarded evaluation and what became of them."""
+        self.add(evaluated.counts(), evaluated.retried, len(evaluated.faults), evaluated.recovered)
 
 
 PROVIDED_INPUTS = frozenset(f.name for f in fields(StepInputs))
@@ -162,7 +166,7 @@ class Trainer:
         with torch.no_grad():
             queries = exp.estimator.ask(theta, self.generator, given)
             evaluated = self.engine.evaluate_all(objective, queries, self.guard)
-            self.tally.add(evaluated.counts(), evaluated.retried, len(queries), evaluated.recovered)
+            self.tally.record(evaluated)
             outcome = resolve(evaluated, exp.config.execution.faults)
             if outcome.aborting:
                 raise ZooframeError(fault_message(evaluated, exp.config.simulator.kind, self.step)) from evaluated.exception
@@ -171,7 +175,7 @@ class Trainer:
                 loss = float(outcome.values[0])
             elif loss is None:
                 centre = self.guard(objective, theta[None])
-                self.tally.add(centre.counts(), centre.retried, 1, centre.recovered)
+                self.tally.record(centre)
                 loss = float(centre.values[0]) if centre.faults[0] is None else None  # the loss is only reported
         return grad, loss
 
