@@ -11,6 +11,7 @@ from zooframe.estimators.base import StepInputs
 from zooframe.estimators.cge import CGE, CGEConfig
 from zooframe.estimators.guided import Guided, GuidedConfig
 from zooframe.estimators.rge import RGE, RGEConfig
+from zooframe.estimators.subspace import Subspace, SubspaceConfig
 
 from .helpers import mlp_regression
 
@@ -23,9 +24,9 @@ def true_grad(f, theta):
     return g
 
 
-def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7, surrogate=None):
+def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7, surrogate=None, surrogates=None):
     gen = torch.Generator().manual_seed(seed)
-    queries = estimator.ask(theta, gen, StepInputs(mask=mask, surrogate=surrogate))
+    queries = estimator.ask(theta, gen, StepInputs(mask=mask, surrogate=surrogate, surrogates=surrogates))
     values = LocalEngine(chunk_size).evaluate(f, queries)
     return estimator.tell(queries, values), queries
 
@@ -126,11 +127,13 @@ def test_query_chunks_reassemble_the_full_set():
 
 @pytest.mark.parametrize("estimator", [CGE(CGEConfig(kind="cge", scheme="central")),
                                        RGE(RGEConfig(kind="rge", q=4, scheme="forward")),
-                                       Guided(GuidedConfig(kind="guided", q=3))])
+                                       Guided(GuidedConfig(kind="guided", q=3)),
+                                       Subspace(SubspaceConfig(kind="subspace"))])
 def test_query_subsets_rebuild_their_rows(estimator):
     """Remote engines send subsets, not materialized rows; a subset must give the same rows."""
     theta = torch.arange(6, dtype=torch.float64)
-    queries = estimator.ask(theta, torch.Generator().manual_seed(0), StepInputs(surrogate=theta.flip(0)))
+    given = StepInputs(surrogate=theta.flip(0), surrogates=torch.stack([theta.flip(0), theta**2, theta.cos()]))
+    queries = estimator.ask(theta, torch.Generator().manual_seed(0), given)
     subsets = [queries.subset(a, a + 3) for a in range(0, len(queries), 3)]
     assert [len(q) for q in subsets] == [min(3, len(queries) - a) for a in range(0, len(queries), 3)]
     assert [q.with_center for q in subsets] == [queries.with_center] + [False] * (len(subsets) - 1)
@@ -213,3 +216,43 @@ def test_guided_keeps_k_surrogates_and_respects_the_mask():
     assert len(est.history) == 2
     with pytest.raises(ValueError, match="surrogate"):
         est.ask(theta, torch.Generator())
+
+
+# --- subspace: the gradient's projection onto the span of several biased surrogates -------------
+
+def projection(vectors, g):
+    q, _ = torch.linalg.qr(torch.stack(vectors, dim=1))
+    return q @ (q.T @ g)
+
+
+def test_subspace_is_the_gradients_projection_onto_the_surrogates_span():
+    f, theta, g, _ = guided_problem()
+    a, b = biased_surrogate(g, 0.3, seed=1), 4 * biased_surrogate(g, 0.5, seed=2)
+    surrogates = torch.stack([a, b, 2 * a - b, torch.zeros_like(a)])  # rank 2: dependent and zero rows add nothing
+    grad, queries = estimate(Subspace(SubspaceConfig(kind="subspace", mu=1e-4)), f, theta, surrogates=surrogates)
+    assert len(queries) == 4
+    expected = projection([a, b], g)
+    torch.testing.assert_close(grad, expected, atol=1e-6, rtol=0)
+    assert cosine(grad, g) == pytest.approx(float(expected.norm() / g.norm()))
+    assert cosine(grad, g) > max(cosine(a, g), cosine(b, g), cosine(a + b, g))  # more than any one surrogate
+
+
+def test_subspace_gives_the_gradient_when_the_surrogates_span_it_whatever_their_scale():
+    f, theta, g, _ = guided_problem()
+    other = biased_surrogate(g, 0.0, seed=5)
+    mixed = torch.stack([1000 * (g + 3 * other), -0.01 * (g - other)])  # neither is at cosine 1
+    grad, _ = estimate(Subspace(SubspaceConfig(kind="subspace", mu=1e-4)), f, theta, surrogates=mixed)
+    torch.testing.assert_close(grad, g, atol=1e-6, rtol=0)
+
+
+def test_subspace_respects_the_mask_and_needs_its_surrogates():
+    f, theta, g, s = guided_problem()
+    mask = torch.zeros(D, dtype=torch.bool)
+    mask[2:9] = True
+    surrogates = torch.stack([s, s.roll(3)])
+    grad, queries = estimate(Subspace(SubspaceConfig(kind="subspace", mu=1e-4)), f, theta, mask=mask,
+                             surrogates=surrogates)
+    assert torch.all(grad[~mask] == 0) and torch.all(queries.directions[:, ~mask] == 0)
+    torch.testing.assert_close(grad[mask], projection([s[mask], s.roll(3)[mask]], g[mask]), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="surrogates"):
+        Subspace(SubspaceConfig(kind="subspace")).ask(theta, torch.Generator(), StepInputs(surrogate=s))

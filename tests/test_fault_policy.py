@@ -102,6 +102,23 @@ def test_skipped_queries_leave_exact_cge_coordinates_and_rescaled_random_estimat
     torch.testing.assert_close(one_pair, expected)
     assert torch.isfinite(full).all() and guided.tell(q, values, torch.zeros(12, dtype=torch.bool)) is None
 
+    # subspace: a direction whose pair lost a query adds nothing; the others are exact
+    from zooframe.estimators.subspace import Subspace, SubspaceConfig
+
+    subspace = Subspace(SubspaceConfig(kind="subspace", mu=1e-6))
+    basis = torch.eye(4, dtype=theta.dtype)[:3]
+    q = subspace.ask(theta, torch.Generator(), StepInputs(surrogates=basis * torch.tensor([[2.0], [-1.0], [5.0]])))
+    values = f(q.materialize(0, len(q)))
+    usable = torch.ones(6, dtype=torch.bool)
+    usable[4] = False  # the minus query of the second direction
+    grad = subspace.tell(q, values.masked_fill(~usable, float("nan")), usable)
+    lost = int(q.directions[1].abs().argmax())  # the basis is the three coordinates', in the order of their scale
+    kept = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=theta.dtype)
+    kept[lost] = 0
+    assert lost != 3
+    torch.testing.assert_close(grad, true * kept, atol=1e-5, rtol=0)
+    assert subspace.tell(q, values, torch.zeros(6, dtype=torch.bool)) is None
+
 
 def faulty(fault, policy="skip", **simulator):
     config = small(steps=6)

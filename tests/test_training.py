@@ -2,6 +2,7 @@
 and keep what they computed."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from typing import Literal
@@ -28,8 +29,8 @@ def test_zo_training_halves_the_held_out_rollout_error(tmp_path):
     assert sum(losses[-100:]) / 100 < 0.2 * sum(losses[:100]) / 100
 
 
-@pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("non", "cge"), ("fo", "cge"),
-                                             ("nog", "cge")])
+@pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("zo", "subspace"), ("non", "cge"),
+                                             ("fo", "cge"), ("nog", "cge")])
 def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode, estimator):
     config = small(mode=mode, steps=60, optimizer={"lr": 0.03})
     config["estimator"] = {"kind": estimator, **({"q": 4} if estimator == "guided" else {})}
@@ -38,7 +39,8 @@ def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode,
     assert len(metrics) == 60
     assert sum(m["loss"] for m in metrics[-10:]) < 0.5 * sum(m["loss"] for m in metrics[:10])
     queries = sum(m["queries"] for m in metrics)
-    per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4}[estimator]  # guided: 1 surrogate rollout
+    # guided and subspace: 1 surrogate rollout; subspace: a pair per unrolled step (small(): unroll 3)
+    per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4, "subspace": 1 + 2 * 3}[estimator]
     assert queries == (60 * per_step if mode == "zo" else 0)
     assert result.summary["status"] == "completed"
     assert result.summary["evaluation"]["corrected"]["mae_mean"] > 0
@@ -109,7 +111,24 @@ def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
     Recording.seen = []
     config = zooframe.load_config({**small(steps=1), "estimator": {"kind": "recording", "wants": ["mask"]}}, registry)
     Trainer(Experiment.build(config, registry)).gradient(window)
-    assert Recording.seen[0].surrogate is None
+    assert Recording.seen[0].surrogate is None and Recording.seen[0].surrogates is None
+
+    # the loss terms' surrogates: term t's gradient is that of the first t steps' total minus the first t - 1's
+    Recording.seen = []
+    config = zooframe.load_config({**small(steps=1, unroll=3),
+                                   "estimator": {"kind": "recording", "wants": ["surrogates", "surrogate"]}}, registry)
+    trainer = Trainer(Experiment.build(config, registry))
+    trainer.gradient(window)
+    (given,) = Recording.seen
+    totals = [torch.zeros_like(theta)]
+    for t in (1, 2, 3):
+        part = CorrectionObjective(trainer.exp.runner, trainer.exp.flat, replace(window, targets=window.targets[:, :t]),
+                                   "identity")
+        totals.append(t * torch.autograd.grad(part(theta[None])[0], theta)[0])
+    assert given.surrogates.shape == (3, theta.numel())
+    torch.testing.assert_close(given.surrogates, torch.stack([b - a for a, b in zip(totals, totals[1:])]))
+    torch.testing.assert_close(given.surrogate, expected)
+    assert trainer.tally.queries == 1 + 2 * theta.numel()  # one rollout gives both
 
 
 @pytest.mark.parametrize("wants, sparsity, message", [

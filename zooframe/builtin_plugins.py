@@ -3,6 +3,7 @@
 from .estimators.cge import CGE
 from .estimators.guided import Guided
 from .estimators.rge import RGE
+from .estimators.subspace import Subspace
 from .hookspecs import hookimpl
 from .models.conv import ConvModel
 from .models.mlp import MLPModel
@@ -27,6 +28,7 @@ def register_estimators(register):
     register(CGE)
     register(RGE)
     register(Guided)
+    register(Subspace)
 
 
 @hookimpl

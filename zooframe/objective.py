@@ -95,6 +95,10 @@ class _Coupling:
     def portable(self) -> "WindowRecipe":
         return WindowRecipe(self.token, type(self), self.window, _buffers(self.flat), self.options())
 
+    def terms(self, thetas: torch.Tensor) -> torch.Tensor:
+        """``[Q, m]``: the terms whose mean is the loss; a coupling without a natural split has one."""
+        return self(thetas)[:, None]
+
     def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
         """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
         if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
@@ -147,15 +151,26 @@ class CorrectionObjective(_Coupling):
         return states, reference[:, 1:].reshape(states.shape) - solved
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        terms = self._step_losses(thetas)
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = loss + term
+        return loss / len(terms)
+
+    def terms(self, thetas: torch.Tensor) -> torch.Tensor:
+        """``[Q, m]``: the loss of each unrolled step (their mean is the loss)."""
+        return torch.stack(self._step_losses(thetas), dim=1)
+
+    def _step_losses(self, thetas: torch.Tensor) -> list[torch.Tensor]:
         w = self.window
         q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
         s = self.first + self._corrections(thetas, self.first)
-        loss = _per_query_mse(s, w.targets[:, 0])
+        losses = [_per_query_mse(s, w.targets[:, 0])]
         for t in range(1, steps):
             p = self._solve(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
             s = p + self._corrections(thetas, p)
-            loss = loss + _per_query_mse(s, w.targets[:, t])
-        return loss / steps
+            losses.append(_per_query_mse(s, w.targets[:, t]))
+        return losses
 
 
 class ModelThenSimulatorObjective(_Coupling):

@@ -34,6 +34,19 @@ def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tu
     return grad, float(loss.detach())
 
 
+def autograd_term_gradients(objective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``[m, d]``: the gradient of each of ``objective.terms`` at ``theta`` by autograd, and the
+    loss (their mean): one rollout and m backward passes. As :func:`autograd_gradient` otherwise."""
+    theta = theta.detach().requires_grad_(True)
+    terms = objective.terms(theta[None])[0]
+    grads = torch.stack([torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0]
+                         for i, term in enumerate(terms)])
+    loss = terms.detach().mean()
+    if not (torch.isfinite(loss) and torch.isfinite(grads).all()):
+        raise SimulatorNonFinite(f"the rollout's loss ({float(loss)}) or its gradient is not finite")
+    return grads, float(loss)
+
+
 class StepSkipped(Exception):
     """The fault policy left no estimate for this step: no optimizer step is taken."""
 
@@ -203,13 +216,19 @@ class Trainer:
         """What the estimator declared it needs (``Estimator.inputs``), and the loss at theta when
         computing them gave it."""
         wants = self.exp.estimator.inputs
-        surrogate, loss = None, None
-        if "surrogate" in wants:
+        surrogate, surrogates, loss = None, None, None
+        if "surrogates" in wants:
+            surrogates, loss = self._attempt("the surrogate gradients' rollout",
+                                             lambda: autograd_term_gradients(objective, theta))
+            surrogate = surrogates.mean(0) if "surrogate" in wants else None
+        elif "surrogate" in wants:
             surrogate, loss = self._attempt("the surrogate gradient's rollout", lambda: autograd_gradient(objective, theta))
+        if loss is not None:
             self.tally.queries += 1
-            if mask is not None:
-                surrogate = surrogate * mask
-        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate), loss
+        if mask is not None:
+            surrogate = None if surrogate is None else surrogate * mask
+            surrogates = None if surrogates is None else surrogates * mask
+        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate, surrogates=surrogates), loss
 
     def _attempt(self, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, a part of the step that all its queries share, under the fault policy:

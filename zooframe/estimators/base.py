@@ -83,11 +83,16 @@ class StepInputs:
     - ``mask`` ``[d]`` (bool): the active coordinates of a sparse model or gradient;
     - ``surrogate`` ``[d]``: a free, biased gradient at theta, from autograd through the network's
       corrections along the rollout with the simulator's Jacobian taken as the identity or dropped
-      (``training.solver_jacobian``); never the gradient itself.
+      (``training.solver_jacobian``); never the gradient itself;
+    - ``surrogates`` ``[m, d]``: the same surrogate for each of the loss's m terms (one per
+      unrolled step of the correction objective), from one rollout; their mean is ``surrogate``.
+      Each later step's term drops more of the simulator's Jacobian, so their span holds more of
+      the true gradient than their sum does.
     """
 
     mask: torch.Tensor | None = None
     surrogate: torch.Tensor | None = None
+    surrogates: torch.Tensor | None = None
 
 
 NO_INPUTS = StepInputs()
@@ -140,3 +145,10 @@ def usable_pairs(usable: torch.Tensor | None, q: int) -> torch.Tensor:
     if usable is None:
         return torch.ones(q, dtype=torch.bool)
     return usable[:q] & usable[q : 2 * q]
+
+
+def orthonormal_basis(vectors: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """An orthonormal basis ``[n, r]`` of the columns' span, without the directions of (numerically)
+    zero or repeated columns."""
+    u, s, _ = torch.linalg.svd(vectors, full_matrices=False)
+    return u[:, s > rtol * s.max().clamp_min(torch.finfo(s.dtype).tiny)]

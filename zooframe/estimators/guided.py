@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, usable_pairs
+from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, orthonormal_basis, usable_pairs
 
 
 class GuidedConfig(PluginConfig):
@@ -78,7 +78,7 @@ class Guided(Estimator):
         self.history.append(given.surrogate.detach().to(theta))
         coords = active_coordinates(theta, given.mask)
         n = len(coords)
-        basis = _orthonormal(torch.stack([s[coords] for s in self.history], dim=1))  # [n, k']
+        basis = orthonormal_basis(torch.stack([s[coords] for s in self.history], dim=1))  # [n, k']
         k = basis.shape[1]
         alpha = cfg.alpha if k else 1.0  # no subspace yet (a zero surrogate): isotropic search
         z = torch.randn(cfg.q, n, generator=generator, dtype=theta.dtype, device=generator.device).to(theta.device)
@@ -107,9 +107,3 @@ class Guided(Estimator):
             values = torch.where(keep, values.to(weights), torch.zeros_like(weights))  # a skipped NaN times 0 is NaN
         return (weights * values.to(weights)) @ queries.directions
 
-
-def _orthonormal(vectors: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
-    """An orthonormal basis ``[n, r]`` of the columns' span, without the directions of (numerically)
-    zero or repeated columns."""
-    u, s, _ = torch.linalg.svd(vectors, full_matrices=False)
-    return u[:, s > rtol * s.max().clamp_min(torch.finfo(s.dtype).tiny)]
