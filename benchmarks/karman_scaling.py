@@ -7,9 +7,12 @@ sparse model), ZO-SOL guided and FO-SOL, at about 600, 5k and 20k parameters.
     python benchmarks/karman_scaling.py --report                          # the results file, training nothing
     python benchmarks/karman_scaling.py --quick                           # smoke test, minutes
 
-Every run keeps its folder under runs/karman_scaling[_quick]/ and is reused when its config is
-unchanged, so the grid can be filled over several sittings; the results file reports every
-finished run found there (with the commands that trained them). Weights are the last step's for every method (no selection
+Every finished run leaves its row of figures in benchmarks/results/karman_scaling[_quick]_rows/
+(committed), and a run whose row holds the same config is not trained again, so the grid is
+filled over several sittings and machines. A run's folder under runs/karman_scaling[_quick]/
+keeps its checkpoints: an interrupted run resumes from its last one (its cosine probes too). The
+results file reports every row, and keeps the blocks of an earlier results file that the rows do
+not cover (every seed of the block), with the commands that trained them. Weights are the last step's for every method (no selection
 on any split). Held-out MAE is over a 400-step rollout and over its first 100 steps; the cosine
 of each method's gradient to autograd through PhiFlow (FO) is probed on fixed training windows
 at a few steps. Writes benchmarks/results/karman_scaling[_quick].json and figures beside it.
@@ -54,6 +57,8 @@ METHODS = {
     "zo_cge_sparse90": {"training": {"mode": "zo", "optimizer": {"name": "adam", "lr": 0.07}},
                         "estimator": {"kind": "cge"}, "sparsity": {"method": "zo_grasp", "ratio": 0.9}},
     "zo_guided": {"training": {"mode": "zo"}, "estimator": GUIDED},
+    "zo_guided_q128": {"training": {"mode": "zo"}, "estimator": {**GUIDED, "q": 128}},
+    "zo_subspace": {"training": {"mode": "zo"}, "estimator": {"kind": "subspace", "mu": 0.01}},
     "fo_sol": {"training": {"mode": "fo"}},
 }
 PROBE_WINDOWS = 2
@@ -92,15 +97,20 @@ def probe(trainer: Trainer, windows) -> float:
     return statistics.mean(cosines)
 
 
-def train(config: dict, folder: Path, checkpoints: set[int]) -> dict:
-    """One run (or the finished one in ``folder`` with the same config): its row of figures."""
-    row_file = folder / "scaling_row.json"
+def train(config: dict, folder: Path, row_file: Path, checkpoints: set[int], budget_s: float | None = None) -> dict:
+    """One run, or the finished one whose row in ``row_file`` has the same config: its row of figures.
+    A run stopped part way resumes from its folder's checkpoint."""
     if row_file.is_file():
         row = json.loads(row_file.read_text())
         if row["config"] == config:
             return row
-    print(f"[{time.strftime('%H:%M:%S')}] {config['name']}", flush=True)
-    probes: dict[int, float] = {}
+    started = folder / "scaling_config.json"
+    resume = started.is_file() and json.loads(started.read_text()) == config
+    print(f"[{time.strftime('%H:%M:%S')}] {config['name']}{' (resumed)' if resume else ''}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    started.write_text(json.dumps(config, indent=2) + "\n")
+    probe_file = folder / "probes.json"
+    probes: dict[str, float] = json.loads(probe_file.read_text()) if resume and probe_file.is_file() else {}
     windows: list = []
 
     def on_step(metrics: dict, trainer: Trainer) -> None:
@@ -109,9 +119,10 @@ def train(config: dict, folder: Path, checkpoints: set[int]) -> dict:
                 sampler = trainer.exp.sampler(BASE["training"]["unroll"])
                 gen = torch.Generator().manual_seed(1234)
                 windows.extend(sampler.sample(-100 - k, gen) for k in range(PROBE_WINDOWS))
-            probes[metrics["step"]] = probe(trainer, windows)
+            probes[str(metrics["step"])] = probe(trainer, windows)
+            probe_file.write_text(json.dumps(probes))
 
-    result = zooframe.run(config, output=folder, on_step=on_step)
+    result = zooframe.run(config, output=folder, on_step=on_step, resume=resume, force=not resume)
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     ev = result.summary["evaluation"]
     per_step = ev["corrected"]["mae_per_step"]
@@ -122,7 +133,10 @@ def train(config: dict, folder: Path, checkpoints: set[int]) -> dict:
            "queries_per_step": statistics.mean(m["queries"] for m in metrics),
            "step_s": statistics.median(m["step_s"] for m in metrics),
            "train_s": sum(m["step_s"] for m in metrics), "steps": len(metrics),
-           "cosine_to_fo": {str(k): v for k, v in sorted(probes.items())}}
+           "cosine_to_fo": dict(sorted(probes.items(), key=lambda kv: int(kv[0])))}
+    if budget_s is not None:
+        row["budget_s"] = budget_s
+    row_file.parent.mkdir(parents=True, exist_ok=True)
     row_file.write_text(json.dumps(row, indent=2) + "\n")
     print(f"    MAE 100 {row['mae_100']:.4g}, 400 {row['mae_400']:.4g}; {row['step_s']:.3f} s/step, "
           f"{row['queries_per_step']:.0f} queries/step; cosine {row['cosine_to_fo']}", flush=True)
@@ -136,6 +150,8 @@ def aggregate(rows: list[dict]) -> dict:
 
     out = {"seeds": [r["config"]["training"]["seed"] for r in rows], "steps": rows[0]["steps"],
            "parameters": rows[0]["parameters"], "active": rows[0]["active"]}
+    if "budget_s" in rows[0]:
+        out["budget_s"] = rows[0]["budget_s"]
     for key in ("mae_100", "mae_400", "queries_per_step", "step_s", "train_s"):
         out[key], out[f"{key}_std"] = stat(key)
     out["mae_mean"], out["mae_std"] = out["mae_100"], out["mae_100_std"]  # BENCHMARKS.md's headline figure
@@ -169,71 +185,86 @@ def main() -> None:
     base, name = (QUICK, "karman_scaling_quick") if args.quick else (BASE, "karman_scaling")
     if args.quick:
         args.sizes, args.seeds, args.steps = [608], [0], 30
-    runs = ROOT / "runs" / name
+    runs, rows = ROOT / "runs" / name, RESULTS / f"{name}_rows"
     start = time.perf_counter()
     if not args.report:
-        train_grid(args, base, runs)
-        with open(runs / "sittings.jsonl", "a") as log:
+        train_grid(args, base, runs, rows)
+        rows.mkdir(parents=True, exist_ok=True)
+        with open(rows / "sittings.jsonl", "a") as log:
             log.write(json.dumps({"command": command(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                   "wall_s": time.perf_counter() - start}) + "\n")
-    report(runs, name, base, args.steps)
+    report(rows, name, base, args.steps)
 
 
-def train_grid(args, base: dict, runs: Path) -> None:
+def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
     checkpoints = {1, args.steps // 4, args.steps // 2, args.steps}
+
+    def one(size: int, method: str, seed: int, steps: int, label: str, probes: set[int], budget_s=None) -> dict:
+        return train(run_config(size, method, seed, steps, base), runs / f"{size}" / label,
+                     rows / f"{size}" / f"{label}.json", probes, budget_s)
+
     for size in args.sizes:
-        full = {method: aggregate([train(run_config(size, method, seed, args.steps, base),
-                                         runs / f"{size}" / f"{method}_seed{seed}", checkpoints)
+        full = {method: aggregate([one(size, method, seed, args.steps, f"{method}_seed{seed}", checkpoints)
                                    for seed in args.seeds]) for method in args.methods}
         if not args.equal_time:
             continue
         if "zo_guided" not in full:
             raise SystemExit("--equal-time needs zo_guided among --methods")
+        budget_s = full["zo_guided"]["train_s"]
         for method in args.equal_time:
             if method == "zo_guided":
                 continue
-            step_s = full[method]["step_s"] if method in full else train(
-                run_config(size, method, args.seeds[0], 3, base), runs / f"{size}" / f"{method}_calibration",
-                set())["step_s"]
-            steps = max(1, round(full["zo_guided"]["train_s"] / step_s))
+            step_s = full[method]["step_s"] if method in full else \
+                one(size, method, args.seeds[0], 3, f"{method}_calibration", set())["step_s"]
+            steps = max(1, round(budget_s / step_s))
             for seed in args.seeds:
-                train(run_config(size, method, seed, steps, base), runs / f"{size}" / f"{method}_seed{seed}_equal_time",
-                      {steps})
+                one(size, method, seed, steps, f"{method}_seed{seed}_equal_time", {steps}, budget_s)
 
 
-def report(runs: Path, name: str, base: dict, steps: int) -> None:
-    """The results file from every finished run under ``runs``: per method and size, the mean
-    over seeds of the full-length runs (``steps``) and of the equal-time runs."""
+def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
+    """The results file from every row under ``rows_dir``: per method and size, the mean over seeds
+    of the full-length runs (``steps``) and of the equal-time runs. A block of the earlier results
+    file stays where the rows do not hold every one of its seeds (it was trained before the rows
+    were kept)."""
     groups: dict[str, list[dict]] = {}
     src: dict[int, dict] = {}
-    for path in sorted(runs.glob("*/*/scaling_row.json")):
+    for path in sorted(rows_dir.glob("*/*.json")):
         row = json.loads(path.read_text())
-        size, folder = int(path.parent.parent.name), path.parent.name
-        method = folder.split("_seed")[0].removesuffix("_calibration")
+        size, label = int(path.parent.name), path.stem
+        method = label.split("_seed")[0].removesuffix("_calibration")
         src.setdefault(size, {"mae_100": row["src_mae_100"], "mae_400": row["src_mae_400"],
                               "mae_mean": row["src_mae_100"], "mae_std": 0.0, "queries": 0, "wall_s": 0.0})
-        if folder.endswith("_equal_time"):
+        if label.endswith("_equal_time"):
             groups.setdefault(f"{method}_{size}_equal_time", []).append(row)
-        elif "_seed" in folder and row["steps"] == steps:
+        elif "_seed" in label and row["steps"] == steps:
             groups.setdefault(f"{method}_{size}", []).append(row)
     methods = {key: aggregate(rows) for key, rows in sorted(groups.items())}
     methods.update({f"src_{size}": row for size, row in sorted(src.items())})
-    sizes = sorted(src)
+    earlier = RESULTS / f"{name}.json"
+    earlier = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    sittings = list(earlier.get("config", {}).get("runs_trained_by", []))
+    for key, block in earlier.get("methods", {}).items():
+        if key not in methods or not set(block.get("seeds", [])) <= set(methods[key].get("seeds", [])):
+            methods[key] = block
+    sizes = sorted({int(key.split("_")[-1]) for key in methods if key.startswith("src_")})
     ratios = {}
     for size in sizes:
         m = {k.removesuffix(f"_{size}"): v for k, v in methods.items() if k.endswith(f"_{size}")}
         for a, b in (("non", "zo_guided"), ("non", "zo_cge"), ("nog", "zo_guided"), ("nog", "zo_cge"),
                      ("zo_guided", "fo_sol"), ("zo_cge", "fo_sol"), ("nog", "fo_sol"), ("non", "src"),
-                     ("zo_guided", "src")):
+                     ("zo_guided", "src"), ("zo_guided_q128", "fo_sol"), ("nog", "zo_guided_q128"),
+                     ("zo_cge_sparse90", "fo_sol"), ("nog", "zo_cge_sparse90"), ("zo_subspace", "fo_sol"),
+                     ("nog", "zo_subspace"), ("non", "zo_subspace"), ("zo_subspace", "src")):
             if a in m and b in m:
                 for horizon in ("100", "400"):
                     ratios[f"{a}_over_{b}_{horizon}_{size}"] = m[a][f"mae_{horizon}"] / m[b][f"mae_{horizon}"]
-        if "zo_guided" in m and "zo_cge" in m:
-            ratios[f"zo_guided_queries_over_zo_cge_{size}"] = (m["zo_guided"]["queries_per_step"]
-                                                               / m["zo_cge"]["queries_per_step"])
+        for guided in ("zo_guided", "zo_guided_q128"):
+            if guided in m and "zo_cge" in m:
+                ratios[f"{guided}_queries_over_zo_cge_{size}"] = (m[guided]["queries_per_step"]
+                                                                  / m["zo_cge"]["queries_per_step"])
     figs = plot(methods, sizes, name) if figures.available() else []
-    sittings = [json.loads(line) for line in (runs / "sittings.jsonl").read_text().splitlines()] \
-        if (runs / "sittings.jsonl").is_file() else []
+    log = rows_dir / "sittings.jsonl"
+    sittings += [s for s in map(json.loads, log.read_text().splitlines() if log.is_file() else []) if s not in sittings]
     config = {"base": base, "sizes": {s: SIZES[s] for s in sizes}, "methods": METHODS, "steps": steps,
               "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": sittings}
     path = write_results(name, config, methods, ratios, figures=figs)
