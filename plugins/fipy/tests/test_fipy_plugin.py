@@ -78,7 +78,8 @@ def test_a_few_zo_steps_through_fipy_run_from_the_example_config(example_config,
                           registry=zooframe.Registry(load_external=True))
     summary = result.summary
     assert summary["status"] == "completed" and summary["steps"] == 6
-    assert summary["queries_total"] == 6 * (2 * example_config["estimator"]["q"] + 1)  # and the surrogate rollout
+    assert example_config["estimator"]["kind"] == "subspace"  # a pair per unrolled loss term, and the surrogates' rollout
+    assert summary["queries_total"] == 6 * (2 * example_config["training"]["unroll"] + 1)
     ev = summary["evaluation"]
     assert math.isfinite(ev["corrected"]["mae_mean"]) and ev["corrected"]["mae_mean"] < 2 * ev["src"]["mae_mean"]
     held = zooframe.evaluation.held_out(result.experiment)
