@@ -1,5 +1,6 @@
 """ZO at growing network sizes on the Karman task: NON, NOG, ZO-SOL with CGE (dense and a 90 %
-sparse model), ZO-SOL guided and FO-SOL, at about 600, 5k and 20k parameters.
+sparse model), ZO-SOL guided (q 32 and 128), ZO-SOL subspace and FO-SOL, at about 600, 5k and 20k
+parameters.
 
     python benchmarks/karman_scaling.py                                   # the whole grid
     python benchmarks/karman_scaling.py --sizes 608 5378 --seeds 0 --methods non nog zo_guided fo_sol
