@@ -152,10 +152,7 @@ class CorrectionObjective(_Coupling):
 
     def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
         terms = self._step_losses(thetas)
-        loss = terms[0]
-        for term in terms[1:]:
-            loss = loss + term
-        return loss / len(terms)
+        return sum(terms) / len(terms)
 
     def terms(self, thetas: torch.Tensor) -> torch.Tensor:
         """``[Q, m]``: the loss of each unrolled step (their mean is the loss)."""

@@ -29,9 +29,7 @@ def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tu
     theta = theta.detach().requires_grad_(True)
     loss = objective(theta[None])[0]
     (grad,) = torch.autograd.grad(loss, theta)
-    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
-        raise SimulatorNonFinite(f"the rollout's loss ({float(loss)}) or its gradient is not finite")
-    return grad, float(loss.detach())
+    return _finite(grad, loss.detach())
 
 
 def autograd_term_gradients(objective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -41,10 +39,13 @@ def autograd_term_gradients(objective, theta: torch.Tensor) -> tuple[torch.Tenso
     terms = objective.terms(theta[None])[0]
     grads = torch.stack([torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0]
                          for i, term in enumerate(terms)])
-    loss = terms.detach().mean()
-    if not (torch.isfinite(loss) and torch.isfinite(grads).all()):
+    return _finite(grads, terms.detach().mean())
+
+
+def _finite(grad: torch.Tensor, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
+    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
         raise SimulatorNonFinite(f"the rollout's loss ({float(loss)}) or its gradient is not finite")
-    return grads, float(loss)
+    return grad, float(loss)
 
 
 class StepSkipped(Exception):

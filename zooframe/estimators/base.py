@@ -140,6 +140,27 @@ def active_coordinates(theta: torch.Tensor, mask: torch.Tensor | None) -> torch.
     return mask.nonzero().flatten()
 
 
+def on_coordinates(rows: torch.Tensor, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``[k, d]`` directions that are ``rows`` ``[k, n]`` on the active ``coords`` and 0 elsewhere."""
+    directions = torch.zeros(len(rows), theta.numel(), dtype=theta.dtype, device=theta.device)
+    directions[:, coords] = rows
+    return directions
+
+
+def antithetic(theta: torch.Tensor, directions: torch.Tensor, mu: float) -> DirectionQueries:
+    """The pairs ``theta + mu v_j`` (queries j) and ``theta - mu v_j`` (queries j + k)."""
+    step = torch.full((len(directions),), mu, dtype=theta.dtype, device=theta.device)
+    return DirectionQueries(theta.detach(), torch.cat([step, -step]), False, torch.cat([directions, directions]))
+
+
+def pair_slopes(queries: DirectionQueries, values: torch.Tensor,
+                usable: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central-difference slopes ``[k]`` of an :func:`antithetic` set, and which pairs were kept."""
+    k = len(queries.offsets) // 2
+    slopes = (values[:k] - values[k:]) / (2 * queries.offsets[:k])
+    return slopes, usable_pairs(usable, k).to(slopes.device)
+
+
 def usable_pairs(usable: torch.Tensor | None, q: int) -> torch.Tensor:
     """Of q antithetic pairs (query j and j + q), those whose two queries are both usable."""
     if usable is None:

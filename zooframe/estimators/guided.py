@@ -10,7 +10,8 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, orthonormal_basis, usable_pairs
+from .base import (NO_INPUTS, DirectionQueries, Estimator, active_coordinates, on_coordinates, orthonormal_basis,
+                   usable_pairs)
 
 
 class GuidedConfig(PluginConfig):
@@ -88,8 +89,7 @@ class Guided(Estimator):
             w = torch.randn(cfg.q, k, generator=generator, dtype=theta.dtype, device=generator.device)
             eps = eps + ((1 - alpha) / k) ** 0.5 * w.to(theta.device) @ basis.T
             beta = 1.0 / (alpha / n + (1 - alpha) / k)
-        directions = torch.zeros(cfg.q, theta.numel(), dtype=theta.dtype, device=theta.device)
-        directions[:, coords] = eps
+        directions = on_coordinates(eps, coords, theta)
         mu = torch.full((cfg.q,), cfg.mu, dtype=theta.dtype, device=theta.device)
         weight = torch.full((cfg.q,), beta / (2 * cfg.mu * cfg.q), dtype=theta.dtype, device=theta.device)
         return WeightedDirectionQueries(theta.detach(), torch.cat([mu, -mu]), False,

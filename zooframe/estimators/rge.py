@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, usable_pairs
+from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, antithetic, on_coordinates, pair_slopes
 
 
 class RGEConfig(PluginConfig):
@@ -51,12 +51,11 @@ class RGE(Estimator):
         u = u.to(theta.device)
         if cfg.distribution == "sphere":
             u = u / u.norm(dim=1, keepdim=True)
-        directions = torch.zeros(cfg.q, theta.numel(), dtype=theta.dtype, device=theta.device)
-        directions[:, coords] = u
-        mu = torch.full((cfg.q,), cfg.mu, dtype=theta.dtype, device=theta.device)
+        directions = on_coordinates(u, coords, theta)
         if cfg.scheme == "forward":
+            mu = torch.full((cfg.q,), cfg.mu, dtype=theta.dtype, device=theta.device)
             return DirectionQueries(theta.detach(), mu, True, directions)
-        return DirectionQueries(theta.detach(), torch.cat([mu, -mu]), False, torch.cat([directions, directions]))
+        return antithetic(theta, directions, cfg.mu)
 
     def tell(self, queries: DirectionQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
         q = self.config.q
@@ -70,8 +69,7 @@ class RGE(Estimator):
             keep = torch.ones(q, dtype=torch.bool) if usable is None else usable[1:]
             slopes = (values[1:] - values[0]) / queries.offsets
         else:
-            keep = usable_pairs(usable, q)
-            slopes = (values[:q] - values[q:]) / (2 * queries.offsets[:q])
+            slopes, keep = pair_slopes(queries, values, usable)
         kept = int(keep.sum())
         if kept == 0:
             return None

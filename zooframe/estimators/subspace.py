@@ -8,7 +8,8 @@ import torch
 from pydantic import Field
 
 from ..plugin_base import PluginConfig
-from .base import NO_INPUTS, DirectionQueries, Estimator, active_coordinates, orthonormal_basis, usable_pairs
+from .base import (NO_INPUTS, DirectionQueries, Estimator, active_coordinates, antithetic, on_coordinates,
+                   orthonormal_basis, pair_slopes)
 
 
 class SubspaceConfig(PluginConfig):
@@ -50,18 +51,11 @@ class Subspace(Estimator):
             raise ValueError("the subspace estimator needs StepInputs.surrogates (the loss terms' surrogate gradients)")
         coords = active_coordinates(theta, given.mask)
         basis = orthonormal_basis(given.surrogates.detach().to(theta)[:, coords].T)  # [n, r]
-        directions = torch.zeros(basis.shape[1], theta.numel(), dtype=theta.dtype, device=theta.device)
-        directions[:, coords] = basis.T
-        mu = torch.full((basis.shape[1],), self.config.mu, dtype=theta.dtype, device=theta.device)
-        return DirectionQueries(theta.detach(), torch.cat([mu, -mu]), False, torch.cat([directions, directions]))
+        return antithetic(theta, on_coordinates(basis.T, coords, theta), self.config.mu)
 
     def tell(self, queries: DirectionQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
-        r = len(queries.offsets) // 2
-        values = values.to(queries.center)
-        slopes = (values[:r] - values[r:]) / (2 * self.config.mu)
-        if usable is not None:
-            keep = usable_pairs(usable, r).to(slopes.device)
-            if not keep.any():
-                return None
-            slopes = torch.where(keep, slopes, torch.zeros_like(slopes))  # a skipped NaN times 0 is NaN
-        return slopes @ queries.directions[:r]
+        slopes, keep = pair_slopes(queries, values.to(queries.center), usable)
+        if not keep.any():
+            return None
+        slopes = torch.where(keep, slopes, torch.zeros_like(slopes))  # a skipped NaN times 0 is NaN
+        return slopes @ queries.directions[: len(slopes)]
