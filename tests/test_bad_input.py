@@ -150,3 +150,19 @@ def test_a_folder_that_is_not_a_run_folder_is_left_alone(tmp_path):
     with pytest.raises(zooframe.ZooframeError, match="holds model.pt but no config.json: not a zooframe run folder"):
         zooframe.run(small(steps=1), output=tmp_path)
     assert (tmp_path / "model.pt").read_text() == "someone else's"
+
+
+def test_training_init_that_is_missing_or_does_not_fit_is_named(tmp_path, capsys):
+    config = small(init=str(tmp_path / "never_ran"))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"training.init: {tmp_path / 'never_ran'} is neither a finished run's folder" in err and "Traceback" not in err
+    other = small(steps=1)
+    other["model"]["hidden_channels"] = 6
+    zooframe.run(other, output=tmp_path / "wider", progress=False)
+    with pytest.raises(ConfigError, match=r"training.init: the weights in .*wider/model.pt do not fit this config's "
+                                          r"network .*the model sections differ in model.hidden_channels"):
+        zooframe.run(small(init=str(tmp_path / "wider")), output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the folder

@@ -222,3 +222,24 @@ def test_every_failure_after_the_folder_exists_ends_in_a_summary(tmp_path, monke
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert (summary["status"], summary["failed_in"], summary["steps"]) == ("failed", "evaluation", 2)
     assert "figures crashed" in summary["error"] and (tmp_path / "b" / "model.pt").is_file()
+
+
+def test_training_init_starts_from_a_finished_runs_weights_and_normalization(tmp_path):
+    """Supervised pre-training, then the solver in the loop: the second run starts exactly where the
+    first ended (weights and normalization), and so starts at a far lower loss than from scratch."""
+    pretrained = zooframe.run(small(mode="non", steps=60, optimizer={"lr": 0.03}), output=tmp_path / "non",
+                              progress=False)
+    saved = torch.load(tmp_path / "non" / "model.pt", weights_only=True)
+    config = small(steps=1, optimizer={"lr": 1e-12}, init=str(tmp_path / "non"))
+    fine = zooframe.run(config, output=tmp_path / "zo", progress=False)
+    for name, value in fine.model.state_dict().items():
+        assert torch.allclose(value, saved[name], atol=1e-9), name  # normalization buffers: not refitted
+    assert not torch.equal(saved["state_std"], torch.ones_like(saved["state_std"]))  # fitted, so the check bites
+    scratch = zooframe.run(small(steps=1, optimizer={"lr": 1e-12}), output=tmp_path / "scratch", progress=False)
+    first = [json.loads((d / "metrics.jsonl").read_text().splitlines()[0])["loss"] for d in (fine.dir, scratch.dir)]
+    assert first[0] < 0.5 * first[1]
+    assert fine.summary["evaluation"]["corrected"]["mae_mean"] == pytest.approx(
+        pretrained.summary["evaluation"]["corrected"]["mae_mean"], rel=1e-6)
+    also = zooframe.run(small(steps=1, optimizer={"lr": 1e-12}, init=str(tmp_path / "non" / "model.pt")),
+                        output=tmp_path / "file", progress=False)  # the weights file itself serves too
+    assert also.summary["evaluation"] == fine.summary["evaluation"]

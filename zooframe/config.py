@@ -44,6 +44,10 @@ class TrainingConfig(Section):
     seed: int = 0
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    init: str | None = Field(
+        None, description="start from trained weights: a finished run's folder (or a model.pt written by one) with "
+        "the same model section; its normalization comes along (none is fitted), the optimizer and schedule start "
+        "fresh. E.g. fine-tune with the solver in the loop (zo, nog) after supervised pre-training (non)")
     solver_jacobian: Literal["identity", "drop"] = Field(
         "identity", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
         "solver's Jacobian taken as the identity (straight through) or as zero (drop: stop-gradient)")

@@ -9,6 +9,7 @@ so that they never consult a registry of their own.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import checkpoint
 from .config import ExperimentBase
 from .correction import CorrectionNetwork
 from .engine import Engine, LocalEngine, auto_chunk_size
@@ -89,6 +91,41 @@ def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[
     return problems
 
 
+def init_weights_file(config: ExperimentBase) -> Path | None:
+    """The weights file ``training.init`` names (a run folder's ``model.pt``, or the file itself)."""
+    init = config.training.init
+    if init is None:
+        return None
+    path = Path(init)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ZooframeError(f"training.init: {init} is neither a finished run's folder (with model.pt) nor a weights "
+                            "file; train that run first, or give the folder of one that finished")
+    return path
+
+
+def load_init_weights(config: ExperimentBase, model: CorrectionNetwork, device: torch.device) -> None:
+    """Put the weights ``training.init`` names, normalization buffers included, into ``model``."""
+    path = init_weights_file(config)
+    if path is None:
+        return
+    state = checkpoint.load_tensors(path, device)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        theirs = path.parent / "config.json"
+        differs = ""
+        if theirs.is_file():
+            a = config.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+            b = json.loads(theirs.read_text()).get("model", {})
+            fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            differs = f"; the model sections differ in {', '.join('model.' + f for f in fields)}" if fields else ""
+        first = (str(exc).splitlines() or [""])[0]
+        raise ZooframeError(f"training.init: the weights in {path} do not fit this config's network ({first}){differs}; "
+                            "start from a run of the same model and task") from None
+
+
 def output_problems(out: Path) -> list[str]:
     """Why the run folder ``out`` could not be created or written, if it could not."""
     try:
@@ -116,6 +153,10 @@ def preflight(config: ExperimentBase, registry: Registry | None = None, output: 
     and its reference source, built but not run) cannot give. Empty: ready to run."""
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
     problems = output_problems(out)
+    try:
+        init_weights_file(config)
+    except ZooframeError as exc:
+        problems.append(str(exc))
     parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
     simulator = None
     try:
@@ -158,14 +199,19 @@ class Experiment:
         device, dtype = torch.device(ex.device), getattr(torch, ex.dtype)
         parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES}
         simulator = parts["simulator"].build(device=device)
-        source = parts["reference"].build(simulator, device=device)
-        splits = {name: list(cases) for name, cases in source.cases().items()}
-        problems = task_problems(config, source, splits)
-        if problems:
-            raise ZooframeError("; ".join(problems))
-        n_features = source.features(splits["train"][:1]).shape[1]
-        torch.manual_seed(config.training.seed)
-        model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)
+        try:  # a simulator that holds a process or files is closed when what follows refuses the config
+            source = parts["reference"].build(simulator, device=device)
+            splits = {name: list(cases) for name, cases in source.cases().items()}
+            problems = task_problems(config, source, splits)
+            if problems:
+                raise ZooframeError("; ".join(problems))
+            n_features = source.features(splits["train"][:1]).shape[1]
+            torch.manual_seed(config.training.seed)
+            model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)
+            load_init_weights(config, model, device)
+        except BaseException:
+            simulator.close()
+            raise
         return cls(config, parts, simulator, source, SimulatorRunner(simulator), parts["estimator"].build(), model,
                    FlatParams(model), device, dtype, splits=splits)
 

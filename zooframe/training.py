@@ -116,7 +116,7 @@ class Trainer:
         if cfg.mode == "zo":
             check_inputs(exp)
         self.sampler = exp.sampler(self.unroll)
-        if getattr(exp.config.model, "normalize", True):
+        if getattr(exp.config.model, "normalize", True) and cfg.init is None:  # init brings its own
             exp.fit_statistics(self.sampler)
         self.optimizer, self.scheduler = exp.optimizer()
         self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
