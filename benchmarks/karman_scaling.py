@@ -13,7 +13,9 @@ Every finished run leaves its row of figures in benchmarks/results/karman_scalin
 filled over several sittings and machines. A run's folder under runs/karman_scaling[_quick]/
 keeps its checkpoints: an interrupted run resumes from its last one (its cosine probes too). The
 results file reports every row, and keeps the blocks of an earlier results file that the rows do
-not cover (every seed of the block), with the commands that trained them. Weights are the last step's for every method (no selection
+not cover (every seed of the block), with the commands that trained them, and names under
+config.not_run each method, size and seed of the grid that has no full-length row, with the hours
+a seed would take at its measured step time. Weights are the last step's for every method (no selection
 on any split). Held-out MAE is over a 400-step rollout and over its first 100 steps; the cosine
 of each method's gradient to autograd through PhiFlow (FO) is probed on fixed training windows
 at a few steps. Writes benchmarks/results/karman_scaling[_quick].json and figures beside it.
@@ -229,10 +231,12 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
     were kept)."""
     groups: dict[str, list[dict]] = {}
     src: dict[int, dict] = {}
+    step_s: dict[str, float] = {}  # any row's step time, calibrations included: what a missing run would cost
     for path in sorted(rows_dir.glob("*/*.json")):
         row = json.loads(path.read_text())
         size, label = int(path.parent.name), path.stem
         method = label.split("_seed")[0].removesuffix("_calibration")
+        step_s.setdefault(f"{method}_{size}", row["step_s"])
         src.setdefault(size, {"mae_100": row["src_mae_100"], "mae_400": row["src_mae_400"],
                               "mae_mean": row["src_mae_100"], "mae_std": 0.0, "queries": 0, "wall_s": 0.0})
         if label.endswith("_equal_time"):
@@ -248,6 +252,15 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
         if key not in methods or not set(block.get("seeds", [])) <= set(methods[key].get("seeds", [])):
             methods[key] = block
     sizes = sorted({int(key.split("_")[-1]) for key in methods if key.startswith("src_")})
+    not_run = {}
+    for size in SIZES:
+        for method in METHODS:
+            key = f"{method}_{size}"
+            missing = [s for s in (0, 1, 2) if s not in methods.get(key, {}).get("seeds", [])]
+            if missing:
+                cost = step_s.get(key, methods.get(f"{key}_equal_time", {}).get("step_s"))
+                not_run[key] = {"seeds": missing, "step_s": cost,
+                                "hours_per_seed": None if cost is None else cost * steps / 3600}
     ratios = {}
     for size in sizes:
         m = {k.removesuffix(f"_{size}"): v for k, v in methods.items() if k.endswith(f"_{size}")}
@@ -267,7 +280,8 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
     log = rows_dir / "sittings.jsonl"
     sittings += [s for s in map(json.loads, log.read_text().splitlines() if log.is_file() else []) if s not in sittings]
     config = {"base": base, "sizes": {s: SIZES[s] for s in sizes}, "methods": METHODS, "steps": steps,
-              "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": sittings}
+              "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": sittings,
+              "not_run": not_run}  # the grid's (method, size, seed) at `steps` without a row, and their cost
     path = write_results(name, config, methods, ratios, figures=figs)
     print(json.dumps(ratios, indent=2))
     print(f"wrote {path}")
