@@ -45,6 +45,7 @@ def with_(**changes):
     (with_(training__stepz=10), "training.stepz: unknown field; allowed: mode, unroll, steps"),
     (with_(estimator__q=3), "estimator.q: unknown field; allowed: kind, mu, scheme"),
     (with_(model=...), "model: required field is missing"),
+    (with_(estimator=...), "estimator: required when training.mode is 'zo'"),
     (with_(execution__chunk_size=0), "execution.chunk_size: chunk_size must be at least 1 or 'auto' (got 0)"),
     (with_(sparsity__ratio=1.0), "sparsity.ratio: Input should be less than 1 (got 1.0)"),
     (with_(training__mode="backprop"), "training.mode: Input should be 'zo', 'fo', 'nog' or 'non'"),
@@ -54,6 +55,12 @@ def test_validate_explains_each_error_on_one_line(tmp_path, capsys, config, expe
     assert code == 2
     assert len(problems) == 1 and problems[0].startswith(expected), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["non", "nog", "fo"])
+def test_modes_that_estimate_nothing_take_no_estimator(tmp_path, capsys, mode):
+    code, problems, err = validate(tmp_path, capsys, with_(estimator=..., training__mode=mode))
+    assert code == 0 and not problems, err
 
 
 def test_all_errors_are_reported_at_once(tmp_path, capsys):

@@ -227,8 +227,9 @@ def test_every_failure_after_the_folder_exists_ends_in_a_summary(tmp_path, monke
 def test_training_init_starts_from_a_finished_runs_weights_and_normalization(tmp_path):
     """Supervised pre-training, then the solver in the loop: the second run starts exactly where the
     first ended (weights and normalization), and so starts at a far lower loss than from scratch."""
-    pretrained = zooframe.run(small(mode="non", steps=60, optimizer={"lr": 0.03}), output=tmp_path / "non",
-                              progress=False)
+    supervised = small(mode="non", steps=60, optimizer={"lr": 0.03})
+    del supervised["estimator"]  # estimates nothing, so needs no estimator
+    pretrained = zooframe.run(supervised, output=tmp_path / "non", progress=False)
     saved = torch.load(tmp_path / "non" / "model.pt", weights_only=True)
     config = small(steps=1, optimizer={"lr": 1e-12}, init=str(tmp_path / "non"))
     fine = zooframe.run(config, output=tmp_path / "zo", progress=False)

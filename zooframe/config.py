@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, field_validator,
                       model_validator)
@@ -200,7 +200,10 @@ class ExperimentBase(Section):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @model_validator(mode="after")
-    def _coupling_fits(self):
+    def _sections_fit(self):
+        if self.training.mode == "zo" and getattr(self, "estimator", None) is None:
+            raise ValueError("estimator: required when training.mode is 'zo' (the gradient is estimated from "
+                             "queries), e.g. {\"kind\": \"subspace\"} or {\"kind\": \"cge\"}")
         steps = self.objective.simulator_steps
         if self.objective.coupling == "model_then_simulator":
             for name, n in (("training.horizon", self.training.horizon), ("evaluation.steps", self.evaluation.steps)):
@@ -225,7 +228,10 @@ def experiment_model(registry: Registry | None = None) -> type[ExperimentBase]:
     cached = getattr(registry, "_experiment_model", None)
     if cached is None:
         fields = {c: (plugin_union(registry, c), Field(..., description=f"the {c} plugin and its options"))
-                  for c in ("simulator", "model", "estimator")}
+                  for c in ("simulator", "model")}
+        fields["estimator"] = (Optional[plugin_union(registry, "estimator")], Field(
+            None, description="the estimator plugin and its options; training.mode 'zo' needs one, the other "
+            "modes take none (they estimate nothing)"))
         source = registry.get("reference", "simulator").config_cls
         fields["reference"] = (plugin_union(registry, "reference"), Field(
             default_factory=lambda: source(kind="simulator"), description="where the cases and reference "
@@ -281,8 +287,9 @@ def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
             lines.append(f"{where}: unknown field{_allowed(path[:-1], data, registry)}")
         elif kind == "missing":
             lines.append(f"{where}: required field is missing")
-        elif kind == "value_error":  # our own validators name the value
-            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        elif kind == "value_error":  # our own validators name the value (and, across sections, the field)
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if path else message)
         elif not isinstance(err.get("input"), (dict, list)):
             lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
         else:

@@ -182,7 +182,7 @@ class Experiment:
     simulator: Simulator
     source: ReferenceSource
     runner: SimulatorRunner
-    estimator: Estimator
+    estimator: Estimator | None  # None unless training.mode is 'zo'
     model: CorrectionNetwork
     flat: FlatParams
     device: torch.device
@@ -197,7 +197,7 @@ class Experiment:
         if ex.device == "cuda" and not torch.cuda.is_available():
             raise ZooframeError("execution.device is 'cuda' but PyTorch sees no CUDA device; use 'cpu'")
         device, dtype = torch.device(ex.device), getattr(torch, ex.dtype)
-        parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES}
+        parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES if getattr(config, c) is not None}
         simulator = parts["simulator"].build(device=device)
         try:  # a simulator that holds a process or files is closed when what follows refuses the config
             source = parts["reference"].build(simulator, device=device)
@@ -212,7 +212,8 @@ class Experiment:
         except BaseException:
             simulator.close()
             raise
-        return cls(config, parts, simulator, source, SimulatorRunner(simulator), parts["estimator"].build(), model,
+        return cls(config, parts, simulator, source, SimulatorRunner(simulator),
+                   parts["estimator"].build() if "estimator" in parts else None, model,
                    FlatParams(model), device, dtype, splits=splits)
 
     # --- the task -------------------------------------------------------------------------------
