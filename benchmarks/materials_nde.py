@@ -14,6 +14,12 @@ merges its block under ``tasks.<name>`` of benchmarks/results/materials_nde.json
 blocks of the other tasks, and writes the figures materials_nde-<name>-fields.png (source /
 corrected / reference) and materials_nde-<name>-mae.png (error over the rollout) beside it.
 Weights are the last step's for every method (no selection on any split).
+
+A task with a ``pretrain`` config (supervised, no solver in the loop) trains it first, and every
+method then starts from its weights (``training.init``): NON trains on without the solver, NOG and
+ZO-SOL with it, for the same steps. Each method's queries, wall time and steps include the
+pre-training's (also given apart as ``pretrain_*``); the pre-trained network alone is the row
+``pretrain``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Task:
     extra_metrics: str | None = None  # "module:function", imported when the task runs
     packages: tuple[str, ...] = ()  # distributions whose versions go into the block's machine facts
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method: config sections to update
+    pretrain: str | None = None  # an example config whose finished run every method starts from (training.init)
 
     def metrics_function(self) -> Callable | None:
         if self.extra_metrics is None:
@@ -55,7 +62,8 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "fipy": Task("examples/fipy_spinodal.json", "zooframe_fipy.metrics:extra_metrics", ("fipy", "zooframe-fipy")),
+    "fipy": Task("examples/fipy_spinodal.json", "zooframe_fipy.metrics:extra_metrics", ("fipy", "zooframe-fipy"),
+                 pretrain="examples/fipy_pretrain.json"),
     # NON's rollouts diverge at the example's lr 0.005 (held-out MAE 19x the source's); 0.001 was
     # the best of 0.005, 0.002, 0.001 and 0.0003 at 600 steps
     "devito": Task("examples/devito_pulse_echo.json", "zooframe_devito.metrics:extra_metrics",
@@ -66,16 +74,23 @@ TASKS: dict[str, Task] = {
 METHODS = {"non": {"mode": "non"}, "nog": {"mode": "nog"}, "zo_sol": {"mode": "zo"}}
 
 
-def method_config(task: Task, method: str, steps: int | None) -> dict:
-    config = json.loads((ROOT / task.config).read_text())
+def example(path: str, name: str, steps: int | None) -> dict:
+    config = json.loads((ROOT / path).read_text())
     config.pop("$schema", None)
-    config["name"] = method
-    config["training"].update(METHODS[method])
+    config["name"] = name
     if steps is not None:
         config["training"]["steps"] = steps
+    config["output"] = {**config.get("output", {}), "progress": False}
+    return config
+
+
+def method_config(task: Task, method: str, steps: int | None, init: Path | None = None) -> dict:
+    config = example(task.config, method, steps)
+    config["training"].update(METHODS[method])
+    if init is not None:
+        config["training"]["init"] = str(init)
     for section, values in task.overrides.get(method, {}).items():
         config[section] = {**config.get(section, {}), **copy.deepcopy(values)}
-    config["output"] = {**config.get("output", {}), "progress": False}
     return config
 
 
@@ -88,13 +103,20 @@ def train(config: dict, folder: Path, resume: bool) -> zooframe.RunResult:
     return result
 
 
-def row(stats: dict, summary: dict | None) -> dict:
+def row(stats: dict, summary: dict | None, before: dict | None = None) -> dict:
+    """A method's figures; ``before`` is the summary of the run it started from, whose queries,
+    wall time and steps it includes (and reports apart as ``pretrain_*``)."""
     out = {"mae_mean": stats["mae_mean"], "mae_std": stats["mae_std"],
            "queries": summary["queries_total"] if summary else 0, "wall_s": summary["wall_s"] if summary else 0.0,
            "steps": summary["steps"] if summary else 0,
            "mae_per_case": stats["mae_per_case"], "mae_per_step": stats["mae_per_step"]}
     if summary:
         out["simulator_s"] = summary.get("simulator_s")
+    if before:
+        for key, value in (("queries", before["queries_total"]), ("wall_s", before["wall_s"]),
+                           ("steps", before["steps"])):
+            out[f"pretrain_{key}"] = value
+            out[key] += value
     return out
 
 
@@ -110,10 +132,18 @@ def versions(packages: tuple[str, ...]) -> dict[str, str]:
 
 def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool = False) -> dict:
     start = time.perf_counter()
-    results = {method: train(method_config(task, method, steps), runs / name / method, resume) for method in METHODS}
+    pre = init = None
+    if task.pretrain:
+        init = runs / name / "pretrain"
+        pre = train(example(task.pretrain, "pretrain", steps), init, resume)
+    results = {method: train(method_config(task, method, steps, init), runs / name / method, resume)
+               for method in METHODS}
     ev = results["zo_sol"].summary["evaluation"]
     methods = {"src": row(ev["src"], None)}
-    methods.update({m: row(r.summary["evaluation"]["corrected"], r.summary) for m, r in results.items()})
+    if pre is not None:
+        methods["pretrain"] = row(pre.summary["evaluation"]["corrected"], pre.summary)
+    methods.update({m: row(r.summary["evaluation"]["corrected"], r.summary, pre and pre.summary)
+                    for m, r in results.items()})
     mae = {m: v["mae_mean"] for m, v in methods.items()}
     ratios = {"zo_sol_over_src": mae["zo_sol"] / mae["src"], "non_over_zo_sol": mae["non"] / mae["zo_sol"],
               "nog_over_zo_sol": mae["nog"] / mae["zo_sol"], "non_over_src": mae["non"] / mae["src"]}
@@ -133,8 +163,10 @@ def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool 
             extra[f"reference_{split}"] = metric(zo.simulator, ref, ref)
 
     figs = plot(name, zo, held, methods) if figures.available() else []
-    config = {"example": task.config, "steps_override": steps, "methods": METHODS, "overrides": task.overrides,
-              "resolved": {m: json.loads((runs / name / m / "config.json").read_text()) for m in METHODS},
+    config = {"example": task.config, "pretrain": task.pretrain, "steps_override": steps, "methods": METHODS,
+              "overrides": task.overrides,
+              "resolved": {m: json.loads((runs / name / m / "config.json").read_text())
+                           for m in (["pretrain"] if pre else []) + list(METHODS)},
               "held_out_cases": ev["cases"], "mae_std_over": "held-out cases"}
     return {"benchmark": f"{NAME}.{name}", "command": command(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
