@@ -95,6 +95,10 @@ PLACEHOLDER = "{workdir}"
 WORKDIR_ENV = "ZOOFRAME_WORKDIR"
 TAIL_LINES, TAIL_CHARS = 20, 2000
 STOP_GRACE_S = 2.0  # for a persistent process to exit after its stdin closes
+# np.load parses a .npy header with ast.literal_eval, whose recursion-depth counter CPython 3.11 keeps per
+# interpreter, not per thread: case mode's threads reading at once failed now and then with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905). Reading is fast; one reader at a time.
+_NPY_READ = threading.Lock()
 
 
 class ExternalConfig(PluginConfig):
@@ -529,7 +533,8 @@ class External(Simulator):
         if not path.is_file():
             raise self._fault(SimulatorOutputError, label, f"wrote no {OUTPUT}", argv, workdir, stderr())
         try:
-            out = np.load(path, allow_pickle=False)
+            with _NPY_READ:
+                out = np.load(path, allow_pickle=False)
         except Exception as exc:  # truncated, not .npy, an object array
             raise self._fault(SimulatorOutputError, label, f"{OUTPUT} cannot be read as a .npy file "
                               f"({type(exc).__name__}: {exc})", argv, workdir, stderr()) from None
