@@ -166,3 +166,11 @@ def test_training_init_that_is_missing_or_does_not_fit_is_named(tmp_path, capsys
                                           r"network .*the model sections differ in model.hidden_channels"):
         zooframe.run(small(init=str(tmp_path / "wider")), output=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before the folder
+
+
+def test_more_cases_per_step_than_training_cases_is_named(tmp_path):
+    train = len(small()["simulator"]["train_viscosities"])
+    with pytest.raises(ConfigError, match=rf"training.cases_per_step is {train + 1}, but .* offers {train} training "
+                                          rf"cases; set it to at most {train}"):
+        zooframe.run(small(cases_per_step=train + 1), output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

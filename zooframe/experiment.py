@@ -88,6 +88,10 @@ def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[
     problems += [f"{name} is {steps}, but {source.describe()} holds {source.max_steps} steps per case; set {name} to "
                  f"at most {source.max_steps}" for name, steps in needed.items()
                  if source.max_steps is not None and steps > source.max_steps]
+    per_step, train = config.training.cases_per_step, len(splits.get("train", []))
+    if per_step is not None and train and per_step > train:
+        problems.append(f"training.cases_per_step is {per_step}, but {source.describe()} offers {train} training "
+                        f"cases; set it to at most {train}, or leave it out to take all of them each step")
     return problems
 
 

@@ -27,6 +27,7 @@ def on_small_task(path: Path, small: dict, steps: int) -> dict:
     config.pop("$schema")
     config["simulator"] = small
     config["training"].update(steps=steps, horizon=8)
+    config["training"].pop("cases_per_step", None)  # the small task has fewer training cases than the example
     config["evaluation"]["steps"] = 8
     return config
 
