@@ -29,21 +29,29 @@ def test_a_fixed_count_is_set_and_restored():
 def test_auto_sees_a_busy_neighbour_and_not_its_own_work():
     if threads._busy_and_total(threads.usable_cores()) is None:
         pytest.skip("no /proc/stat")
+    def others_busy_while_we_work() -> float:
+        policy = ThreadPolicy("auto")
+        try:
+            policy._mark()
+            x = torch.randn(400, 400)
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:  # our own work must not count as a neighbour's
+                x = (x @ x).tanh()
+            return policy.others_busy()
+        finally:
+            policy.restore()
+
+    if (before := others_busy_while_we_work()) > 0.3:
+        pytest.skip(f"the machine is not quiet ({before:.2f} cores busy with other work), so one more busy "
+                    "neighbour cannot be told apart")
     spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
     neighbour = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(0.5)
-        policy = ThreadPolicy("auto")
-        policy._mark()
-        x = torch.randn(400, 400)
-        end = time.monotonic() + 0.5
-        while time.monotonic() < end:  # our own work must not count as a neighbour's
-            x = (x @ x).tanh()
-        assert policy.others_busy() == pytest.approx(1.0, abs=0.35)
+        assert others_busy_while_we_work() == pytest.approx(1.0, abs=0.35)
     finally:
         neighbour.kill()
         neighbour.wait()
-        policy.restore()
 
 
 def test_a_run_records_its_threads(tmp_path):
