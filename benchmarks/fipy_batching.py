@@ -1,7 +1,9 @@
 """How to batch FiPy, which solves one mesh at a time: the spinodal plugin's step per row with a
 new mesh and equation per row (the plain ``step_one`` way), one kept mesh stepped row by row, and
 one mesh of disjoint periodic grids per call (the default); then whole ZO steps of
-examples/fipy_spinodal.json with the local engine and with a pool of worker processes.
+examples/fipy_spinodal.json (from its initial weights, not its pre-trained ones: a step's cost does
+not depend on them) with the local engine and with a pool of worker processes. A step call holds as
+many rows as one of the example's ZO estimates: its queries per step times its cases per step.
 
     python benchmarks/fipy_batching.py [--repeats 5] [--zo-steps 6]
 
@@ -58,6 +60,7 @@ def zo_step_s(backend: str, workers: int, batching: str, steps: int, runs: Path)
     config["name"] = f"{backend}{workers}_{batching}"
     config["simulator"]["batching"] = batching
     config["training"]["steps"] = steps
+    config["training"].pop("init", None)
     config["evaluation"]["steps"] = 1
     config["execution"] = {**config["execution"], "backend": backend, "threads": 1,
                            **({"workers": workers} if backend == "process" else {})}
@@ -75,20 +78,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--zo-steps", type=int, default=6)
     args = parser.parse_args()
-    q, cases = EXAMPLE["estimator"]["q"], EXAMPLE["training"]["cases_per_step"]
-    rows = (2 * q + 1) * cases  # one ZO estimate's rows per solver step
+    zo = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, workers, batching in (("local", 1, "blocks"), ("local", 1, "loop"), ("process", 2, "blocks")):
+            key = f"{backend}_{workers}_{batching}"
+            zo[key] = zo_step_s(backend, workers, batching, args.zo_steps, Path(tmp))
+            print(key, zo[key], flush=True)
+    rows = int(zo["local_1_blocks"]["queries_per_step"]) * EXAMPLE["training"]["cases_per_step"]
     calls = {}
     for batching in ("rebuild", "loop", "blocks"):
         calls[batching] = step_call_ms(batching, rows, args.repeats)
         print(batching, calls[batching], flush=True)
     calls["blocks_1_row"] = step_call_ms("blocks", 1, args.repeats)
     calls["blocks_64_rows"] = step_call_ms("blocks", 64, args.repeats)
-    zo = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for backend, workers, batching in (("local", 1, "loop"), ("local", 1, "blocks"), ("process", 2, "blocks")):
-            key = f"{backend}_{workers}_{batching}"
-            zo[key] = zo_step_s(backend, workers, batching, args.zo_steps, Path(tmp))
-            print(key, zo[key], flush=True)
     methods = {f"step_{k}": v for k, v in calls.items()}
     methods.update({f"zo_{k}": v for k, v in zo.items()})
     ratios = {"rebuild_over_blocks_per_row": calls["rebuild"]["ms_per_row"] / calls["blocks"]["ms_per_row"],
