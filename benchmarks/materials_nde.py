@@ -4,8 +4,10 @@ the black-box step), on each task's example config, evaluated on its held-out ca
 
     python benchmarks/materials_nde.py --task fipy          # one task
     python benchmarks/materials_nde.py --task all           # every task in TASKS
-    python benchmarks/materials_nde.py --task fipy --steps 20 --runs /tmp/md   # a smoke test
+    python benchmarks/materials_nde.py --task fipy --steps 20 --runs /tmp/md --results /tmp/md  # a smoke test
     python benchmarks/materials_nde.py --task fipy --resume  # reuse the completed runs of the same configs
+    python benchmarks/materials_nde.py --task fipy --seeds 0 1 2   # each method trained with 3 seeds
+    python benchmarks/materials_nde.py --task fipy --long-rollout 60  # also held-out MAE over 60 steps
 
 A task is an example config in examples/ and, optionally, ``extra_metrics(simulator, predicted,
 reference) -> dict[str, float]`` from its plugin package (imported only when the task runs;
@@ -14,6 +16,15 @@ merges its block under ``tasks.<name>`` of benchmarks/results/materials_nde.json
 blocks of the other tasks, and writes the figures materials_nde-<name>-fields.png (source /
 corrected / reference) and materials_nde-<name>-mae.png (error over the rollout) beside it.
 Weights are the last step's for every method (no selection on any split).
+
+With ``--seeds``, NON, NOG and ZO-SOL are trained once per training seed (the pre-training once, with
+the example's seed). A method's ``mae_mean`` is then the mean over seeds of each seed's held-out MAE
+(itself the mean over cases), ``mae_std`` the standard deviation over seeds, and ``seeds`` holds each
+seed's figures; the ratios compare the means. Extra metrics and figures are the first seed's.
+
+``--long-rollout N`` evaluates every trained network again on the held-out cases over N steps (the
+training is unchanged); each row gains ``mae_mean_N_steps`` and ``mae_std_N_steps`` (over seeds, or
+over cases with one seed) and the ratios ``zo_sol_over_src_N_steps`` and ``non_over_zo_sol_N_steps``.
 
 A task with a ``pretrain`` config (supervised, no solver in the loop) trains it first, and every
 method then starts from its weights (``training.init``): NON trains on without the solver, NOG and
@@ -28,6 +39,7 @@ import argparse
 import copy
 import importlib
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -84,9 +96,12 @@ def example(path: str, name: str, steps: int | None) -> dict:
     return config
 
 
-def method_config(task: Task, method: str, steps: int | None, init: Path | None = None) -> dict:
+def method_config(task: Task, method: str, steps: int | None, init: Path | None = None,
+                  seed: int | None = None) -> dict:
     config = example(task.config, method, steps)
     config["training"].update(METHODS[method])
+    if seed is not None:
+        config["training"]["seed"] = seed
     if init is not None:
         config["training"]["init"] = str(init)
     for section, values in task.overrides.get(method, {}).items():
@@ -101,6 +116,36 @@ def train(config: dict, folder: Path, resume: bool) -> zooframe.RunResult:
     print(f"    held-out MAE {ev['corrected']['mae_mean']:.4g} (source {ev['src']['mae_mean']:.4g}) "
           f"in {result.summary['wall_s']:.0f} s", flush=True)
     return result
+
+
+def seeds_row(rows: dict[int, dict]) -> dict:
+    """One method's figures over training seeds: MAE mean and spread over seeds, the rest averaged."""
+    if len(rows) == 1:
+        return next(iter(rows.values()))
+    maes = [r["mae_mean"] for r in rows.values()]
+    out = {"mae_mean": statistics.fmean(maes), "mae_std": statistics.stdev(maes),
+           **{key: statistics.fmean(r[key] for r in rows.values()) for key in ("queries", "wall_s", "steps")}}
+    for key in ("mae_per_case", "mae_per_step"):
+        out[key] = [statistics.fmean(v) for v in zip(*(r[key] for r in rows.values()))]
+    out.update({key: value for key, value in next(iter(rows.values())).items() if key.startswith("pretrain_")})
+    out["seeds"] = {str(seed): {"mae_mean": r["mae_mean"], "mae_std_over_cases": r["mae_std"],
+                                "mae_per_case": r["mae_per_case"]} for seed, r in rows.items()}
+    return out
+
+
+def long_rollout(methods: dict[str, dict], folders: dict[str, list[Path]], steps: int) -> dict[str, float]:
+    """Adds each method's held-out MAE over ``steps`` to its row (the runs in ``folders[method]``,
+    one per seed) and the source's to ``methods["src"]``; returns the ratios at that length."""
+    key = f"{steps}_steps"
+    for method, runs in folders.items():
+        evals = [zooframe.evaluate(zooframe.load_run(folder), steps=steps) for folder in runs]
+        maes = [e["corrected"]["mae_mean"] for e in evals]
+        spread = statistics.stdev(maes) if len(maes) > 1 else evals[0]["corrected"]["mae_std"]
+        methods[method].update({f"mae_mean_{key}": statistics.fmean(maes), f"mae_std_{key}": spread})
+    src = evals[0]["src"]  # the same uncorrected rollouts for every run
+    methods["src"].update({f"mae_mean_{key}": src["mae_mean"], f"mae_std_{key}": src["mae_std"]})
+    mae = {m: methods[m][f"mae_mean_{key}"] for m in ("src", "non", "zo_sol")}
+    return {f"zo_sol_over_src_{key}": mae["zo_sol"] / mae["src"], f"non_over_zo_sol_{key}": mae["non"] / mae["zo_sol"]}
 
 
 def row(stats: dict, summary: dict | None, before: dict | None = None) -> dict:
@@ -130,23 +175,33 @@ def versions(packages: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool = False) -> dict:
+def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool = False,
+             seeds: list[int] | None = None, long_steps: int | None = None, out: Path = RESULTS) -> dict:
     start = time.perf_counter()
     pre = init = None
     if task.pretrain:
         init = runs / name / "pretrain"
         pre = train(example(task.pretrain, "pretrain", steps), init, resume)
-    results = {method: train(method_config(task, method, steps, init), runs / name / method, resume)
-               for method in METHODS}
+    seeds = seeds or [example(task.config, "", None)["training"].get("seed", 0)]
+    folder = (lambda method, seed: runs / name / method) if len(seeds) == 1 else \
+        (lambda method, seed: runs / name / method / f"seed{seed}")
+    every = {method: {seed: train(method_config(task, method, steps, init, seed), folder(method, seed), resume)
+                      for seed in seeds} for method in METHODS}
+    results = {method: by_seed[seeds[0]] for method, by_seed in every.items()}
     ev = results["zo_sol"].summary["evaluation"]
     methods = {"src": row(ev["src"], None)}
     if pre is not None:
         methods["pretrain"] = row(pre.summary["evaluation"]["corrected"], pre.summary)
-    methods.update({m: row(r.summary["evaluation"]["corrected"], r.summary, pre and pre.summary)
-                    for m, r in results.items()})
+    methods.update({m: seeds_row({seed: row(r.summary["evaluation"]["corrected"], r.summary, pre and pre.summary)
+                                  for seed, r in by_seed.items()}) for m, by_seed in every.items()})
     mae = {m: v["mae_mean"] for m, v in methods.items()}
     ratios = {"zo_sol_over_src": mae["zo_sol"] / mae["src"], "non_over_zo_sol": mae["non"] / mae["zo_sol"],
               "nog_over_zo_sol": mae["nog"] / mae["zo_sol"], "non_over_src": mae["non"] / mae["src"]}
+    if long_steps:
+        folders = {m: [folder(m, seed) for seed in seeds] for m in METHODS}
+        if pre is not None:
+            folders["pretrain"] = [init]
+        ratios.update(long_rollout(methods, folders, long_steps))
 
     held = {m: held_out(r.experiment) for m, r in results.items()}
     zo = results["zo_sol"].experiment
@@ -162,20 +217,22 @@ def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool 
             ref = zo.reference(cases, zo.config.evaluation.steps)
             extra[f"reference_{split}"] = metric(zo.simulator, ref, ref)
 
-    figs = plot(name, zo, held, methods) if figures.available() else []
+    figs = plot(out, name, zo, held, methods) if figures.available() else []
     config = {"example": task.config, "pretrain": task.pretrain, "steps_override": steps, "methods": METHODS,
               "overrides": task.overrides,
-              "resolved": {m: json.loads((runs / name / m / "config.json").read_text())
-                           for m in (["pretrain"] if pre else []) + list(METHODS)},
-              "held_out_cases": ev["cases"], "mae_std_over": "held-out cases"}
+              "resolved": {"pretrain": json.loads((init / "config.json").read_text())} if pre else {},
+              "seeds": seeds, "long_rollout_steps": long_steps, "held_out_cases": ev["cases"],
+              "mae_std_over": "held-out cases" if len(seeds) == 1 else
+              "training seeds of NON, NOG and ZO-SOL (each seed's MAE the mean over held-out cases)"}
+    config["resolved"].update({m: json.loads((folder(m, seeds[0]) / "config.json").read_text()) for m in METHODS})
     return {"benchmark": f"{NAME}.{name}", "command": command(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {**machine(), **versions(task.packages)}, "config": config, "methods": methods,
             "ratios": ratios, "extra_metrics": extra, "figures": figs, "total_wall_s": time.perf_counter() - start}
 
 
-def plot(name: str, exp, held: dict, methods: dict) -> list[str]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def plot(out: Path, name: str, exp, held: dict, methods: dict) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
     zo = held["zo_sol"]
     steps = zo.reference.shape[1] - 1
     times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
@@ -183,21 +240,21 @@ def plot(name: str, exp, held: dict, methods: dict) -> list[str]:
         fields = {label: exp.simulator.render(x[0]) for label, x in
                   (("source", zo.src), ("NON", held["non"].corrected), ("ZO-SOL", zo.corrected),
                    ("reference", zo.reference))}
-    paths = [figures.snapshots(RESULTS / f"{NAME}-{name}-fields.png", fields, times,
+    paths = [figures.snapshots(out / f"{NAME}-{name}-fields.png", fields, times,
                                f"{name}: held-out {zo.cases[0].name}"),
-             figures.error_curves(RESULTS / f"{NAME}-{name}-mae.png",
+             figures.error_curves(out / f"{NAME}-{name}-mae.png",
                                   {m: v["mae_per_step"] for m, v in methods.items()},
                                   f"{name}: held-out MAE over the rollout (mean over {len(zo.cases)} cases)")]
     return [p.name for p in paths]
 
 
-def merge(name: str, block: dict) -> Path:
-    path = RESULTS / f"{NAME}.json"
+def merge(out: Path, name: str, block: dict) -> Path:
+    path = out / f"{NAME}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update({"benchmark": NAME, "command": command(), "date": block["date"], "machine": machine()})
     data.setdefault("tasks", {})[name] = block
     data["tasks"] = dict(sorted(data["tasks"].items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
@@ -207,12 +264,19 @@ def main() -> None:
     parser.add_argument("--task", default="all", choices=[*TASKS, "all"])
     parser.add_argument("--steps", type=int, help="training steps of every method (default: the example's)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / NAME, help="folder for the run folders")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file and figures "
+                        "(default: benchmarks/results)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds of NON, NOG and ZO-SOL (default: "
+                        "the example's)")
     parser.add_argument("--resume", action="store_true", help="keep runs of the same config that completed "
                         "(and continue stopped ones) instead of training them again")
+    parser.add_argument("--long-rollout", type=int, metavar="STEPS", help="also evaluate every trained "
+                        "network over this many held-out steps")
     args = parser.parse_args()
     for name in (list(TASKS) if args.task == "all" else [args.task]):
-        block = run_task(name, TASKS[name], args.runs, args.steps, args.resume)
-        path = merge(name, block)
+        block = run_task(name, TASKS[name], args.runs, args.steps, args.resume, args.seeds, args.long_rollout,
+                         args.results)
+        path = merge(args.results, name, block)
         print(json.dumps({name: {"ratios": block["ratios"],
                                  "mae": {m: v["mae_mean"] for m, v in block["methods"].items()}}}, indent=2))
         print(f"wrote {path} ({name}, {block['total_wall_s']:.0f} s)")

@@ -44,7 +44,8 @@ class SpinodalConfig(zooframe.PluginConfig):
     noise: PositiveFloat = Field(0.2, description="standard deviation of the initial composition fluctuation")
     modes: int = Field(6, ge=1, description="largest wavenumber (in units of 2 pi / length) of the initial fluctuation")
     train_cases: list[MaterialCase] = Field(
-        default_factory=lambda: _cases([(1.0, 1.0, 0.0), (2.0, 1.0, 0.0), (1.0, 1.5, 0.1), (2.0, 1.5, 0.1)]),
+        default_factory=lambda: _cases([(1.0, 1.0, 0.0), (2.0, 1.0, 0.0), (1.0, 1.5, 0.1), (2.0, 1.5, 0.1),
+                                       (1.5, 1.0, 0.2), (1.0, 1.5, 0.3)]),
         min_length=1, description="training quenches")
     test_cases: list[MaterialCase] = Field(
         default_factory=lambda: _cases([(1.5, 1.25, 0.05), (1.0, 1.25, 0.25), (2.5, 1.0, 0.0)]),
