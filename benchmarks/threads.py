@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=15)
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error(f"--steps {args.steps}: the step time is the median after the first two steps, so give 3 or more")
     tasks = {"karman": task("karman_zo_sol", args.steps), "burgers": task("burgers_zo", 10 * args.steps)}
     times: dict[str, list[float]] = {}
     checks: dict[str, list] = {}
