@@ -1,0 +1,83 @@
+"""Each benchmark script that is cheap in its smallest form runs and writes its results file in the
+format of ../shared/BENCHMARKS.md (a script no test ran once broke unseen: fipy_batching.py read an
+estimator field its example no longer had). Results go to a temporary folder, never over the
+committed ones; the numbers are not checked here, only that a run produces them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+FORMAT = ("benchmark", "command", "date", "machine", "config", "methods", "ratios")
+
+
+def _installed(module: str):
+    return pytest.mark.skipif(find_spec(module) is None, reason=f"{module} is not installed")
+
+
+_GCC = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+SMOKE = [
+    pytest.param("gradient_quality", ["--quick"], "gradient_quality_quick", marks=_installed("zooframe_phiflow"),
+                 id="gradient_quality"),
+    pytest.param("karman_accuracy", ["--quick"], "karman_accuracy_quick", marks=_installed("zooframe_phiflow"),
+                 id="karman_accuracy"),
+    pytest.param("external_overhead", ["--rows", "4", "--repeats", "1"], "external_overhead",
+                 marks=[_installed("zooframe_external"), _GCC], id="external_overhead"),
+    pytest.param("fipy_batching", ["--repeats", "1", "--zo-steps", "2"], "fipy_batching",
+                 marks=_installed("zooframe_fipy"), id="fipy_batching"),
+]
+
+
+def _run(script: str, args: list[str], folder: Path) -> Path:
+    results = folder / "results"
+    env = {key: value for key, value in os.environ.items() if key != "ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"}
+    env.update(ZOOFRAME_BENCHMARK_RESULTS=str(results), OMP_NUM_THREADS="1")  # plugins found as a user's run finds them
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{script}.py {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return results
+
+
+def _check_block(block: dict, script: str) -> None:
+    missing = [key for key in FORMAT if key not in block]
+    assert not missing, f"{script}: results without {missing}"
+    assert block["command"].startswith("python ") and f"{script}.py" in block["command"]
+    assert block["methods"] and all(isinstance(v, dict) for v in block["methods"].values())
+    assert block["ratios"], f"{script}: no ratios"
+    for name, value in block["ratios"].items():
+        assert isinstance(value, (int, float)) and math.isfinite(value), f"{script}: ratio {name} = {value!r}"
+
+
+@pytest.mark.parametrize("script, args, name", SMOKE)
+def test_benchmark_runs_and_writes_its_results_file(tmp_path, script, args, name):
+    results = _run(script, args, tmp_path)
+    path = results / f"{name}.json"
+    assert path.is_file(), f"{script}.py wrote {sorted(p.name for p in results.glob('*'))}, not {path.name}"
+    _check_block(json.loads(path.read_text()), script)
+
+
+@_installed("zooframe_fipy")
+def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    other = {"benchmark": "materials_nde.devito", "kept": True}
+    (results / "materials_nde.json").write_text(json.dumps({"tasks": {"devito": other}}))
+    _run("materials_nde", ["--task", "fipy", "--steps", "2", "--runs", str(tmp_path / "runs"), "--long-rollout", "3"],
+         tmp_path)
+    data = json.loads((results / "materials_nde.json").read_text())
+    assert data["tasks"]["devito"] == other
+    block = data["tasks"]["fipy"]
+    _check_block(block, "materials_nde")
+    assert {"src", "pretrain", "non", "nog", "zo_sol"} <= set(block["methods"])
+    assert "zo_sol_over_src_3_steps" in block["ratios"]
