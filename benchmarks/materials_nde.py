@@ -20,7 +20,9 @@ Weights are the last step's for every method (no selection on any split).
 With ``--seeds``, NON, NOG and ZO-SOL are trained once per training seed (the pre-training once, with
 the example's seed). A method's ``mae_mean`` is then the mean over seeds of each seed's held-out MAE
 (itself the mean over cases), ``mae_std`` the standard deviation over seeds, and ``seeds`` holds each
-seed's figures; the ratios compare the means. Extra metrics and figures are the first seed's.
+seed's figures; the ratios compare the means. Each row's ``mae_std_over`` says which spread it
+gives (``seeds`` or ``cases``: the source and the pre-training are one run each). Extra metrics and
+the field snapshots are the first seed's; the error curves are the means over seeds.
 
 ``--long-rollout N`` evaluates every trained network again on the held-out cases over N steps (the
 training is unchanged); each row gains ``mae_mean_N_steps`` and ``mae_std_N_steps`` (over seeds, or
@@ -123,8 +125,10 @@ def seeds_row(rows: dict[int, dict]) -> dict:
     if len(rows) == 1:
         return next(iter(rows.values()))
     maes = [r["mae_mean"] for r in rows.values()]
-    out = {"mae_mean": statistics.fmean(maes), "mae_std": statistics.stdev(maes),
-           **{key: statistics.fmean(r[key] for r in rows.values()) for key in ("queries", "wall_s", "steps")}}
+    out = {"mae_mean": statistics.fmean(maes), "mae_std": statistics.stdev(maes), "mae_std_over": "seeds",
+           **{key: statistics.fmean(r[key] for r in rows.values()) for key in ("wall_s", "simulator_s")
+              if all(r.get(key) is not None for r in rows.values())},
+           **{key: round(statistics.fmean(r[key] for r in rows.values())) for key in ("queries", "steps")}}
     for key in ("mae_per_case", "mae_per_step"):
         out[key] = [statistics.fmean(v) for v in zip(*(r[key] for r in rows.values()))]
     out.update({key: value for key, value in next(iter(rows.values())).items() if key.startswith("pretrain_")})
@@ -137,12 +141,13 @@ def long_rollout(methods: dict[str, dict], folders: dict[str, list[Path]], steps
     """Adds each method's held-out MAE over ``steps`` to its row (the runs in ``folders[method]``,
     one per seed) and the source's to ``methods["src"]``; returns the ratios at that length."""
     key = f"{steps}_steps"
-    for method, runs in folders.items():
-        evals = [zooframe.evaluate(zooframe.load_run(folder), steps=steps) for folder in runs]
-        maes = [e["corrected"]["mae_mean"] for e in evals]
-        spread = statistics.stdev(maes) if len(maes) > 1 else evals[0]["corrected"]["mae_std"]
+    evals = {method: [zooframe.evaluate(zooframe.load_run(folder), steps=steps) for folder in runs]
+             for method, runs in folders.items()}
+    for method, done in evals.items():
+        maes = [e["corrected"]["mae_mean"] for e in done]
+        spread = statistics.stdev(maes) if len(maes) > 1 else done[0]["corrected"]["mae_std"]
         methods[method].update({f"mae_mean_{key}": statistics.fmean(maes), f"mae_std_{key}": spread})
-    src = evals[0]["src"]  # the same uncorrected rollouts for every run
+    src = evals["zo_sol"][0]["src"]  # the same uncorrected rollouts for every run
     methods["src"].update({f"mae_mean_{key}": src["mae_mean"], f"mae_std_{key}": src["mae_std"]})
     mae = {m: methods[m][f"mae_mean_{key}"] for m in ("src", "non", "zo_sol")}
     return {f"zo_sol_over_src_{key}": mae["zo_sol"] / mae["src"], f"non_over_zo_sol_{key}": mae["non"] / mae["zo_sol"]}
@@ -151,7 +156,7 @@ def long_rollout(methods: dict[str, dict], folders: dict[str, list[Path]], steps
 def row(stats: dict, summary: dict | None, before: dict | None = None) -> dict:
     """A method's figures; ``before`` is the summary of the run it started from, whose queries,
     wall time and steps it includes (and reports apart as ``pretrain_*``)."""
-    out = {"mae_mean": stats["mae_mean"], "mae_std": stats["mae_std"],
+    out = {"mae_mean": stats["mae_mean"], "mae_std": stats["mae_std"], "mae_std_over": "cases",
            "queries": summary["queries_total"] if summary else 0, "wall_s": summary["wall_s"] if summary else 0.0,
            "steps": summary["steps"] if summary else 0,
            "mae_per_case": stats["mae_per_case"], "mae_per_step": stats["mae_per_step"]}
@@ -223,7 +228,8 @@ def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool 
               "resolved": {"pretrain": json.loads((init / "config.json").read_text())} if pre else {},
               "seeds": seeds, "long_rollout_steps": long_steps, "held_out_cases": ev["cases"],
               "mae_std_over": "held-out cases" if len(seeds) == 1 else
-              "training seeds of NON, NOG and ZO-SOL (each seed's MAE the mean over held-out cases)"}
+              "training seeds of NON, NOG and ZO-SOL (each seed's MAE the mean over held-out cases); held-out "
+              "cases for src and pretrain (each row's mae_std_over)"}
     config["resolved"].update({m: json.loads((folder(m, seeds[0]) / "config.json").read_text()) for m in METHODS})
     return {"benchmark": f"{NAME}.{name}", "command": command(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -273,6 +279,8 @@ def main() -> None:
     parser.add_argument("--long-rollout", type=int, metavar="STEPS", help="also evaluate every trained "
                         "network over this many held-out steps")
     args = parser.parse_args()
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     for name in (list(TASKS) if args.task == "all" else [args.task]):
         block = run_task(name, TASKS[name], args.runs, args.steps, args.resume, args.seeds, args.long_rollout,
                          args.results)

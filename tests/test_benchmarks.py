@@ -73,11 +73,16 @@ def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path):
     results.mkdir()
     other = {"benchmark": "materials_nde.devito", "kept": True}
     (results / "materials_nde.json").write_text(json.dumps({"tasks": {"devito": other}}))
-    _run("materials_nde", ["--task", "fipy", "--steps", "2", "--runs", str(tmp_path / "runs"), "--long-rollout", "3"],
-         tmp_path)
+    _run("materials_nde", ["--task", "fipy", "--steps", "2", "--seeds", "0", "1", "--runs", str(tmp_path / "runs"),
+                           "--long-rollout", "3"], tmp_path)
     data = json.loads((results / "materials_nde.json").read_text())
     assert data["tasks"]["devito"] == other
     block = data["tasks"]["fipy"]
     _check_block(block, "materials_nde")
     assert {"src", "pretrain", "non", "nog", "zo_sol"} <= set(block["methods"])
     assert "zo_sol_over_src_3_steps" in block["ratios"]
+    for method in ("non", "nog", "zo_sol"):  # trained once per seed, each in its own folder
+        row = block["methods"][method]
+        assert set(row["seeds"]) == {"0", "1"} and row["mae_std_over"] == "seeds"
+        assert row["mae_mean"] == pytest.approx(sum(s["mae_mean"] for s in row["seeds"].values()) / 2)
+        assert all((tmp_path / "runs" / "fipy" / method / f"seed{seed}" / "summary.json").is_file() for seed in (0, 1))
