@@ -85,9 +85,10 @@ def main() -> None:
             key = f"{backend}_{workers}_{batching}"
             zo[key] = zo_step_s(backend, workers, batching, args.zo_steps, Path(tmp))
             print(key, zo[key], flush=True)
-    # the estimate's queries in one call, each for every case; a surrogate-guided estimator's surrogate
-    # rollout (one of the step's queries) is a call of its own
-    rollout = 1 if EXAMPLE["estimator"]["kind"] in ("subspace", "guided") else 0
+    # the estimate's queries in one call, each for every case; the rollout that gives an estimator the
+    # surrogate gradients it declared (one of the step's queries) is a call of its own
+    inputs = zooframe.get_registry().get("estimator", EXAMPLE["estimator"]["kind"]).cls.inputs
+    rollout = 1 if inputs & {"surrogate", "surrogates"} else 0
     rows = (int(zo["local_1_blocks"]["queries_per_step"]) - rollout) * EXAMPLE["training"]["cases_per_step"]
     calls = {}
     for batching in ("rebuild", "loop", "blocks"):

@@ -4,7 +4,7 @@ the black-box step), on each task's example config, evaluated on its held-out ca
 
     python benchmarks/materials_nde.py --task fipy          # one task
     python benchmarks/materials_nde.py --task all           # every task in TASKS
-    python benchmarks/materials_nde.py --task fipy --steps 20 --runs /tmp/md --results /tmp/md  # a smoke test
+    ZOOFRAME_BENCHMARK_RESULTS=/tmp/md python benchmarks/materials_nde.py --task fipy --steps 20 --runs /tmp/md  # a smoke test
     python benchmarks/materials_nde.py --task fipy --resume  # reuse the completed runs of the same configs
     python benchmarks/materials_nde.py --task fipy --seeds 0 1 2   # each method trained with 3 seeds
     python benchmarks/materials_nde.py --task fipy --long-rollout 60  # also held-out MAE over 60 steps
@@ -181,7 +181,7 @@ def versions(packages: tuple[str, ...]) -> dict[str, str]:
 
 
 def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool = False,
-             seeds: list[int] | None = None, long_steps: int | None = None, out: Path = RESULTS) -> dict:
+             seeds: list[int] | None = None, long_steps: int | None = None) -> dict:
     start = time.perf_counter()
     pre = init = None
     if task.pretrain:
@@ -222,7 +222,7 @@ def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool 
             ref = zo.reference(cases, zo.config.evaluation.steps)
             extra[f"reference_{split}"] = metric(zo.simulator, ref, ref)
 
-    figs = plot(out, name, zo, held, methods) if figures.available() else []
+    figs = plot(name, zo, held, methods) if figures.available() else []
     config = {"example": task.config, "pretrain": task.pretrain, "steps_override": steps, "methods": METHODS,
               "overrides": task.overrides,
               "resolved": {"pretrain": json.loads((init / "config.json").read_text())} if pre else {},
@@ -237,8 +237,8 @@ def run_task(name: str, task: Task, runs: Path, steps: int | None, resume: bool 
             "ratios": ratios, "extra_metrics": extra, "figures": figs, "total_wall_s": time.perf_counter() - start}
 
 
-def plot(out: Path, name: str, exp, held: dict, methods: dict) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
+def plot(name: str, exp, held: dict, methods: dict) -> list[str]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
     zo = held["zo_sol"]
     steps = zo.reference.shape[1] - 1
     times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
@@ -246,21 +246,21 @@ def plot(out: Path, name: str, exp, held: dict, methods: dict) -> list[str]:
         fields = {label: exp.simulator.render(x[0]) for label, x in
                   (("source", zo.src), ("NON", held["non"].corrected), ("ZO-SOL", zo.corrected),
                    ("reference", zo.reference))}
-    paths = [figures.snapshots(out / f"{NAME}-{name}-fields.png", fields, times,
+    paths = [figures.snapshots(RESULTS / f"{NAME}-{name}-fields.png", fields, times,
                                f"{name}: held-out {zo.cases[0].name}"),
-             figures.error_curves(out / f"{NAME}-{name}-mae.png",
+             figures.error_curves(RESULTS / f"{NAME}-{name}-mae.png",
                                   {m: v["mae_per_step"] for m, v in methods.items()},
                                   f"{name}: held-out MAE over the rollout (mean over {len(zo.cases)} cases)")]
     return [p.name for p in paths]
 
 
-def merge(out: Path, name: str, block: dict) -> Path:
-    path = out / f"{NAME}.json"
+def merge(name: str, block: dict) -> Path:
+    path = RESULTS / f"{NAME}.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update({"benchmark": NAME, "command": command(), "date": block["date"], "machine": machine()})
     data.setdefault("tasks", {})[name] = block
     data["tasks"] = dict(sorted(data["tasks"].items()))
-    out.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
@@ -270,8 +270,6 @@ def main() -> None:
     parser.add_argument("--task", default="all", choices=[*TASKS, "all"])
     parser.add_argument("--steps", type=int, help="training steps of every method (default: the example's)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / NAME, help="folder for the run folders")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file and figures "
-                        "(default: benchmarks/results)")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds of NON, NOG and ZO-SOL (default: "
                         "the example's)")
     parser.add_argument("--resume", action="store_true", help="keep runs of the same config that completed "
@@ -282,9 +280,8 @@ def main() -> None:
     if args.seeds and len(set(args.seeds)) < len(args.seeds):
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     for name in (list(TASKS) if args.task == "all" else [args.task]):
-        block = run_task(name, TASKS[name], args.runs, args.steps, args.resume, args.seeds, args.long_rollout,
-                         args.results)
-        path = merge(args.results, name, block)
+        block = run_task(name, TASKS[name], args.runs, args.steps, args.resume, args.seeds, args.long_rollout)
+        path = merge(name, block)
         print(json.dumps({name: {"ratios": block["ratios"],
                                  "mae": {m: v["mae_mean"] for m, v in block["methods"].items()}}}, indent=2))
         print(f"wrote {path} ({name}, {block['total_wall_s']:.0f} s)")
