@@ -176,12 +176,14 @@ QUICK["evaluation"]["steps"] = 100
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
+                        help="methods trained for --steps (none: only the --equal-time runs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--equal-time", nargs="*", default=[], choices=list(METHODS), metavar="METHOD",
                         help="also train these methods for the training time of ZO-SOL guided at each size "
-                        "(their step time from their full run, or else from a 3-step run)")
+                        "(their step time from their full run, or else from a 3-step run); a method with an "
+                        "earlier equal-time run at that size trains as many steps as it did")
     parser.add_argument("--report", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--quick", action="store_true", help="the small flow, 608 parameters, 30 steps")
     args = parser.parse_args()
@@ -209,19 +211,32 @@ def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
     for size in args.sizes:
         full = {method: aggregate([one(size, method, seed, args.steps, f"{method}_seed{seed}", checkpoints)
                                    for seed in args.seeds]) for method in args.methods}
-        if not args.equal_time:
-            continue
-        if "zo_guided" not in full:
-            raise SystemExit("--equal-time needs zo_guided among --methods")
-        budget_s = full["zo_guided"]["train_s"]
         for method in args.equal_time:
             if method == "zo_guided":
                 continue
-            step_s = full[method]["step_s"] if method in full else \
-                one(size, method, args.seeds[0], 3, f"{method}_calibration", set())["step_s"]
-            steps = max(1, round(budget_s / step_s))
+            steps, budget_s = equal_time_budget(rows, size, method)
+            if steps is None:
+                if "zo_guided" not in full:
+                    raise SystemExit(f"--equal-time {method} at {size} parameters has no earlier equal-time run "
+                                     "to take its steps from: add zo_guided to --methods, whose time it gets")
+                budget_s = full["zo_guided"]["train_s"]
+                step_s = full[method]["step_s"] if method in full else \
+                    one(size, method, args.seeds[0], 3, f"{method}_calibration", set())["step_s"]
+                steps = max(1, round(budget_s / step_s))
             for seed in args.seeds:
                 one(size, method, seed, steps, f"{method}_seed{seed}_equal_time", {steps}, budget_s)
+
+
+def equal_time_budget(rows: Path, size: int, method: str) -> tuple[int | None, float | None]:
+    """The steps (and time budget) of an earlier equal-time run of ``method`` at ``size``, from
+    its row or the results file's block: every seed trains as many steps as the first did, so
+    that the seeds share one budget, whatever the machine's load when each is trained."""
+    for path in sorted((rows / f"{size}").glob(f"{method}_seed*_equal_time.json")):
+        row = json.loads(path.read_text())
+        return row["steps"], row.get("budget_s")
+    earlier = RESULTS / f"{rows.name.removesuffix('_rows')}.json"
+    block = json.loads(earlier.read_text())["methods"].get(f"{method}_{size}_equal_time") if earlier.is_file() else None
+    return (block["steps"], block.get("budget_s")) if block else (None, None)
 
 
 def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
