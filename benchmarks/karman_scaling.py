@@ -153,14 +153,15 @@ def aggregate(rows: list[dict]) -> dict:
 
     out = {"seeds": [r["config"]["training"]["seed"] for r in rows], "steps": rows[0]["steps"],
            "parameters": rows[0]["parameters"], "active": rows[0]["active"]}
-    if "budget_s" in rows[0]:
-        out["budget_s"] = rows[0]["budget_s"]
+    budgets = [r["budget_s"] for r in rows if "budget_s" in r]  # a block of an earlier results file may have none
+    if budgets:
+        out["budget_s"] = budgets[0]
     for key in ("mae_100", "mae_400", "queries_per_step", "step_s", "train_s"):
         out[key], out[f"{key}_std"] = stat(key)
     out["mae_mean"], out["mae_std"] = out["mae_100"], out["mae_100_std"]  # BENCHMARKS.md's headline figure
     out["queries"] = out["queries_per_step"] * out["steps"]
     out["wall_s"] = out["train_s"]
-    cos = [r["cosine_to_fo"] for r in rows if r["cosine_to_fo"]]
+    cos = [r["cosine_to_fo"] for r in rows if r.get("cosine_to_fo")]
     if cos:
         out["cosine_to_fo"] = {k: statistics.mean(c[k] for c in cos if k in c) for k in cos[0]}
     return out
@@ -243,7 +244,7 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
     """The results file from every row under ``rows_dir``: per method and size, the mean over seeds
     of the full-length runs (``steps``) and of the equal-time runs. A block of the earlier results
     file stays where the rows do not hold every one of its seeds (it was trained before the rows
-    were kept)."""
+    were kept); a block of one seed that the rows lack joins them as that seed's row."""
     groups: dict[str, list[dict]] = {}
     src: dict[int, dict] = {}
     step_s: dict[str, float] = {}  # any row's step time, calibrations included: what a missing run would cost
@@ -258,14 +259,24 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
             groups.setdefault(f"{method}_{size}_equal_time", []).append(row)
         elif "_seed" in label and row["steps"] == steps:
             groups.setdefault(f"{method}_{size}", []).append(row)
-    methods = {key: aggregate(rows) for key, rows in sorted(groups.items())}
-    methods.update({f"src_{size}": row for size, row in sorted(src.items())})
     earlier = RESULTS / f"{name}.json"
     earlier = json.loads(earlier.read_text()) if earlier.is_file() else {}
     sittings = list(earlier.get("config", {}).get("runs_trained_by", []))
+    held = {key: {row["config"]["training"]["seed"] for row in rows} for key, rows in groups.items()}
+    held.update({f"src_{size}": set() for size in src})
+    blocks = {}
     for key, block in earlier.get("methods", {}).items():
-        if key not in methods or not set(block.get("seeds", [])) <= set(methods[key].get("seeds", [])):
-            methods[key] = block
+        seeds = set(block.get("seeds", []))
+        if key in held and seeds <= held[key]:
+            continue
+        if key in groups and len(seeds) == 1:  # a block of one seed that the rows lack is that seed's row
+            groups[key].append({**block, "config": {"training": {"seed": block["seeds"][0]}}})
+        else:
+            blocks[key] = block
+    methods = {key: aggregate(sorted(rows, key=lambda r: r["config"]["training"]["seed"]))
+               for key, rows in sorted(groups.items())}
+    methods.update({f"src_{size}": row for size, row in sorted(src.items())})
+    methods.update(blocks)
     sizes = sorted({int(key.split("_")[-1]) for key in methods if key.startswith("src_")})
     not_run = {}
     for size in SIZES:

@@ -86,3 +86,33 @@ def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path):
         assert set(row["seeds"]) == {"0", "1"} and row["mae_std_over"] == "seeds"
         assert row["mae_mean"] == pytest.approx(sum(s["mae_mean"] for s in row["seeds"].values()) / 2)
         assert all((tmp_path / "runs" / "fipy" / method / f"seed{seed}" / "summary.json").is_file() for seed in (0, 1))
+
+
+def _scaling_row(seed: int, mae: float, steps: int = 1000) -> dict:
+    return {"config": {"training": {"seed": seed}}, "parameters": 608, "active": 608, "mae_100": mae,
+            "mae_400": 2 * mae, "src_mae_100": 0.04, "src_mae_400": 0.14, "queries_per_step": 0, "step_s": 0.01,
+            "train_s": 0.01 * steps, "steps": steps, "cosine_to_fo": {}}
+
+
+def test_karman_scaling_report_keeps_every_seed_of_rows_and_earlier_blocks(tmp_path):
+    """The grid is filled over sittings: seeds trained before the rows were kept live only in the
+    earlier results file's blocks, and the report must neither drop them nor the newer rows."""
+    results = tmp_path / "results"
+    rows = results / "karman_scaling_rows" / "608"
+    rows.mkdir(parents=True)
+    for label, row in {"non_seed1_equal_time": _scaling_row(1, 0.02, 50),
+                       "non_seed2_equal_time": _scaling_row(2, 0.03, 50), "nog_seed0": _scaling_row(0, 0.5),
+                       "fo_sol_seed0": _scaling_row(0, 0.1), "fo_sol_seed1": _scaling_row(1, 0.2)}.items():
+        (rows / f"{label}.json").write_text(json.dumps(row))
+    block = {"steps": 50, "parameters": 608, "active": 608, "mae_100": 0.01, "mae_400": 0.02, "queries_per_step": 0,
+             "queries": 0, "step_s": 0.01, "train_s": 0.5}
+    earlier = {"non_608_equal_time": {**block, "seeds": [0]},                                 # joins the rows
+               "nog_608": {**block, "steps": 1000, "seeds": [0, 1, 2], "mae_100": 0.007},   # more seeds than rows
+               "fo_sol_608": {**block, "steps": 1000, "seeds": [0]}}                         # rows hold its seed
+    (results / "karman_scaling.json").write_text(json.dumps({"config": {"runs_trained_by": []}, "methods": earlier}))
+    _run("karman_scaling", ["--report"], tmp_path)
+    methods = json.loads((results / "karman_scaling.json").read_text())["methods"]
+    non = methods["non_608_equal_time"]
+    assert non["seeds"] == [0, 1, 2] and non["mae_100"] == pytest.approx(0.02) and non["steps"] == 50
+    assert methods["nog_608"]["seeds"] == [0, 1, 2] and methods["nog_608"]["mae_100"] == 0.007
+    assert methods["fo_sol_608"]["seeds"] == [0, 1] and methods["fo_sol_608"]["mae_100"] == pytest.approx(0.15)
