@@ -195,12 +195,21 @@ def test_skip_and_penalty_count_the_same_faults_and_finish(tmp_path):
 
 
 def test_retried_transient_faults_give_the_fault_free_run(tmp_path):
-    clean, _ = run_faulty(tmp_path, "clean", small(steps=6))
-    retried, metrics = run_faulty(tmp_path, "retry", faulty("exception", {"policy": "retry", "retries": 3}, every=5))
+    # plain SGD (at a rate that suits this task's small gradients): a retried query is evaluated in
+    # a smaller batch, which rounds differently, and Adam would blow a rounding difference in a
+    # near-zero gradient coordinate up to a step of its learning rate
+    sgd = {"name": "sgd", "lr": 20.0}
+    clean = small(steps=6, optimizer=sgd)
+    clean["execution"] = {"chunk_size": 8}
+    retry = faulty("exception", {"policy": "retry", "retries": 3}, every=5)
+    retry["training"]["optimizer"] = sgd
+    clean, _ = run_faulty(tmp_path, "clean", clean)
+    retried, metrics = run_faulty(tmp_path, "retry", retry)
     assert retried.summary["faults"] == {} and retried.summary["retries"] > 0
     assert retried.summary["recovered"]["exception"] > 0
-    for a, b in zip(clean.model.parameters(), retried.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4)  # smaller batches round differently (Adam: 6 x 0.01)
+    initial = Experiment.build(clean.experiment.config, registry_with_opaque()).flat.get()
+    assert (clean.experiment.flat.get() - initial).abs().max() > 1e-3  # training moved the weights
+    torch.testing.assert_close(retried.experiment.flat.get(), clean.experiment.flat.get(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_step_that_loses_too_much_is_skipped_and_too_many_in_a_row_stop_the_run(tmp_path):
