@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import write_results
+
 from zooframe import Case
 from zooframe_external import External, ExternalConfig, burgers1
 

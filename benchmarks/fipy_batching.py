@@ -24,11 +24,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from common import write_results
 
 import zooframe
 from zooframe_fipy import Spinodal, SpinodalConfig
-
-from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = json.loads((ROOT / "examples" / "fipy_spinodal.json").read_text())

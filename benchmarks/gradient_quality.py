@@ -19,15 +19,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from common import write_results
 
 import zooframe
-from zooframe.engine import LocalEngine
-from zooframe.estimators.base import StepInputs
-from zooframe.experiment import Experiment
-from zooframe.objective import CorrectionObjective
-from zooframe.training import Trainer, autograd_gradient
-
-from common import write_results
+from zooframe.core.objective import CorrectionObjective
+from zooframe.execution.engine import LocalEngine
+from zooframe.plugins.estimator import StepInputs
+from zooframe.runs.experiment import Experiment
+from zooframe.runs.trainer import Trainer, autograd_gradient
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

@@ -19,13 +19,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from common import RESULTS, write_results
 
 import zooframe
-from zooframe import figures
-from zooframe.evaluation import held_out, rollout
+from zooframe.runs import figures
+from zooframe.runs.evaluation import held_out, rollout
 from zooframe_phiflow.karman import shedding
-
-from common import RESULTS, write_results
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

@@ -26,20 +26,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import statistics
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from common import RESULTS, command, write_results
 
 import zooframe
-from zooframe import figures
-from zooframe.objective import CorrectionObjective
-from zooframe.training import Trainer, autograd_gradient
-
-from common import RESULTS, command, write_results
+from zooframe.core.objective import CorrectionObjective
+from zooframe.runs import figures
+from zooframe.runs.trainer import Trainer, autograd_gradient
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

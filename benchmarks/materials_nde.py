@@ -43,18 +43,18 @@ import importlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from common import RESULTS, command, machine
 
 import zooframe
-from zooframe import figures
-from zooframe.evaluation import held_out
-
-from common import RESULTS, command, machine
+from zooframe.runs import figures
+from zooframe.runs.evaluation import held_out
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "materials_nde"

@@ -20,17 +20,16 @@ from pathlib import Path
 
 import ray
 import torch
+from common import write_results
 
 import zooframe
-from zooframe.engine import LocalEngine
-from zooframe.experiment import Experiment
-from zooframe.flat_params import FlatParams
-from zooframe.objective import CorrectionObjective
-from zooframe.process_engine import ProcessEngine
-from zooframe.ray_engine import RayEngine
-from zooframe.threads import ThreadPolicy
-
-from common import write_results
+from zooframe.core.flat_params import FlatParams
+from zooframe.core.objective import CorrectionObjective
+from zooframe.execution.engine import LocalEngine
+from zooframe.execution.process_engine import ProcessEngine
+from zooframe.execution.ray_engine import RayEngine
+from zooframe.execution.threads import ThreadPolicy
+from zooframe.runs.experiment import Experiment
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,12 +24,12 @@ import time
 import warnings
 from pathlib import Path
 
-import zooframe
-from zooframe import figures
-from zooframe.export import export_correction
-
 from common import RESULTS, write_results
 from karman_accuracy import FULL, QUICK
+
+import zooframe
+from zooframe.runs import figures
+from zooframe.runs.export import export_correction
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

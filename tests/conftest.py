@@ -16,7 +16,7 @@ def _float_defaults():
 @pytest.fixture
 def project_registry():
     """Built-ins plus this repository's own plugins (what schemas/ and examples/ describe)."""
-    from zooframe.registry import Registry
+    from zooframe.config.registry import Registry
 
     packages = ("phiflow", "external", "fipy", "devito")
     return Registry(load_external=False, plugins={f"zooframe-{name}": pytest.importorskip(f"zooframe_{name}.plugin")

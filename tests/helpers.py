@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import zooframe
-from zooframe.simulators.burgers import Burgers, BurgersConfig
+from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
 
 SMALL = {
     "name": "small",
@@ -79,7 +79,7 @@ class FaultyBurgers(Burgers):
                 log.write(f"{os.getpid()}\n")
 
     def step(self, state, cases, seed):
-        from zooframe import faults
+        from zooframe.plugins import faults
 
         cfg = self.config
         bad = torch.zeros(state.shape[0], dtype=torch.bool)
@@ -116,7 +116,7 @@ def registry_with_opaque():
 def mlp_regression(inputs: int, hidden: int, outputs: int, samples: int, seed: int = 0):
     """A small tanh MLP's batched mean-squared-error loss ``f(thetas [Q, d]) -> [Q]`` (float64),
     its flat parameters, and the parameter map."""
-    from zooframe.flat_params import FlatParams
+    from zooframe.core.flat_params import FlatParams
 
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Tanh(),

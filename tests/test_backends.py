@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import zooframe
-from zooframe.engine import LocalEngine, RemoteEngine, WorkerLost, auto_chunk_size, spread
-from zooframe.estimators.cge import CGE, CGEConfig
-from zooframe.experiment import Experiment
-from zooframe.objective import CorrectionObjective
+from zooframe.builtins.estimators.cge import CGE, CGEConfig
+from zooframe.core.objective import CorrectionObjective
+from zooframe.execution.engine import LocalEngine, RemoteEngine, WorkerLost, auto_chunk_size, spread
+from zooframe.runs.experiment import Experiment
 
 from .helpers import small
 
@@ -31,8 +31,8 @@ def estimate(make_engine, config):
 
 @pytest.mark.parametrize("backend, workers", [("process", 2), ("ray", 1), ("ray", 2)])
 def test_backends_give_the_local_estimate(ray_instance, backend, workers):
-    from zooframe.process_engine import ProcessEngine
-    from zooframe.ray_engine import RayEngine
+    from zooframe.execution.process_engine import ProcessEngine
+    from zooframe.execution.ray_engine import RayEngine
 
     config = small()
     expected, _ = estimate(lambda exp: LocalEngine(chunk_size=1000), config)
@@ -53,15 +53,15 @@ def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
 
 
 def remote_engine(backend, exp, workers=2, **options):
-    from zooframe.process_engine import ProcessEngine
-    from zooframe.ray_engine import RayEngine
+    from zooframe.execution.process_engine import ProcessEngine
+    from zooframe.execution.ray_engine import RayEngine
 
     cls = ProcessEngine if backend == "process" else RayEngine
     return cls(exp.worker_spec(), workers, chunk_size=16, **options)
 
 
 def worker_pid(engine) -> int:
-    from zooframe.process_engine import ProcessEngine
+    from zooframe.execution.process_engine import ProcessEngine
 
     if isinstance(engine, ProcessEngine):
         return engine.pool.submit(os.getpid).result()
@@ -134,7 +134,7 @@ def test_only_lost_workers_are_replaced():
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch):
-    from zooframe.ray_engine import import_ray
+    from zooframe.execution.ray_engine import import_ray
 
     real_import = builtins.__import__
 

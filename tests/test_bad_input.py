@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import zooframe
 from zooframe.cli import main
-from zooframe.config import load_config
-from zooframe.errors import ConfigError
-from zooframe.experiment import preflight
+from zooframe.config.sections import load_config
+from zooframe.plugins.errors import ConfigError
+from zooframe.runs.experiment import preflight
 
 from .helpers import SMALL, small
 

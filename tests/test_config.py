@@ -8,7 +8,7 @@ import pytest
 
 import zooframe
 from zooframe.cli import main
-from zooframe.schemas import build_schemas, render
+from zooframe.config.schemas import build_schemas, render
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import zooframe
-from zooframe.reference_export import export_reference
-from zooframe.simulators.burgers import Burgers, BurgersConfig
-from zooframe.testing import ConformanceError, check_simulator
+from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
+from zooframe.plugins.testing import ConformanceError, check_simulator
+from zooframe.runs.reference_export import export_reference
 
 from .helpers import SMALL, OpaqueBurgers, OpaqueBurgersConfig
 
@@ -107,7 +107,7 @@ def test_a_false_claim_of_differentiability_fails():
 
 
 def test_a_reference_file_that_does_not_fit_fails_reference_spec(tmp_path, reference_file):
-    from zooframe.reference_file import read_arrays
+    from zooframe.plugins.reference_file import read_arrays
 
     arrays = read_arrays(reference_file)
     arrays["trajectories"] = arrays["trajectories"][..., :8]

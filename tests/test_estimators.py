@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from zooframe import analytic
-from zooframe.engine import LocalEngine
-from zooframe.estimators.base import StepInputs
-from zooframe.estimators.cge import CGE, CGEConfig
-from zooframe.estimators.guided import Guided, GuidedConfig
-from zooframe.estimators.rge import RGE, RGEConfig
-from zooframe.estimators.subspace import Subspace, SubspaceConfig
+from zooframe.builtins.estimators.cge import CGE, CGEConfig
+from zooframe.builtins.estimators.guided import Guided, GuidedConfig
+from zooframe.builtins.estimators.rge import RGE, RGEConfig
+from zooframe.builtins.estimators.subspace import Subspace, SubspaceConfig
+from zooframe.core import analytic
+from zooframe.execution.engine import LocalEngine
+from zooframe.plugins.estimator import StepInputs
 
 from .helpers import mlp_regression
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 import zooframe
-from zooframe.engine import LocalEngine
-from zooframe.estimators.base import CoordinateQueries
-from zooframe.estimators.cge import CGE, CGEConfig
-from zooframe.estimators.guided import Guided, GuidedConfig
-from zooframe.estimators.rge import RGE, RGEConfig
-from zooframe.experiment import Experiment
-from zooframe.fault_policy import Guard
-from zooframe.objective import CorrectionObjective
+from zooframe.builtins.estimators.cge import CGE, CGEConfig
+from zooframe.builtins.estimators.guided import Guided, GuidedConfig
+from zooframe.builtins.estimators.rge import RGE, RGEConfig
+from zooframe.core.objective import CorrectionObjective
+from zooframe.execution.engine import LocalEngine
+from zooframe.execution.fault_policy import Guard
+from zooframe.plugins.estimator import CoordinateQueries
+from zooframe.runs.experiment import Experiment
 
 from .helpers import registry_with_opaque, small
 
@@ -90,7 +90,7 @@ def test_skipped_queries_leave_exact_cge_coordinates_and_rescaled_random_estimat
     torch.testing.assert_close(rge.tell(q, values.masked_fill(~usable, float("nan")), usable),
                                slopes @ q.directions[keep] / 4)
     guided = Guided(GuidedConfig(kind="guided", q=6, alpha=0.5))
-    from zooframe.estimators.base import StepInputs
+    from zooframe.plugins.estimator import StepInputs
 
     q = guided.ask(theta, torch.Generator().manual_seed(0), StepInputs(surrogate=true + 0.1))
     values = f(q.materialize(0, len(q)))
@@ -103,7 +103,7 @@ def test_skipped_queries_leave_exact_cge_coordinates_and_rescaled_random_estimat
     assert torch.isfinite(full).all() and guided.tell(q, values, torch.zeros(12, dtype=torch.bool)) is None
 
     # subspace: a direction whose pair lost a query adds nothing; the others are exact
-    from zooframe.estimators.subspace import Subspace, SubspaceConfig
+    from zooframe.builtins.estimators.subspace import Subspace, SubspaceConfig
 
     subspace = Subspace(SubspaceConfig(kind="subspace", mu=1e-6))
     basis = torch.eye(4, dtype=theta.dtype)[:3]
@@ -131,10 +131,10 @@ def engine_for(backend, exp):
     if backend == "local":
         return LocalEngine(chunk_size=8)
     if backend == "process":
-        from zooframe.process_engine import ProcessEngine
+        from zooframe.execution.process_engine import ProcessEngine
 
         return ProcessEngine(exp.worker_spec(), 2, chunk_size=8)
-    from zooframe.ray_engine import RayEngine
+    from zooframe.execution.ray_engine import RayEngine
 
     return RayEngine(exp.worker_spec(), 1, chunk_size=8)
 
@@ -157,7 +157,7 @@ def test_the_queries_that_fail_are_found_on_every_backend(request, backend, faul
     coords[[3, 4, 17]] = d - 1
     queries = CoordinateQueries(exp.flat.get(), offsets, True, coords)
     clean = LocalEngine().evaluate(objective, CoordinateQueries(exp.flat.get(), offsets.clamp(max=1), True, coords))
-    from zooframe.config import FaultConfig
+    from zooframe.config.sections import FaultConfig
 
     with engine_for(backend, exp) as engine:
         got = engine.evaluate_all(objective, queries, Guard.from_config(FaultConfig(policy="skip")))
@@ -187,7 +187,7 @@ def test_abort_names_the_simulator_the_step_the_fault_and_the_queries(tmp_path):
 
 def test_skip_and_penalty_count_the_same_faults_and_finish(tmp_path):
     skipped, metrics = run_faulty(tmp_path, "skip", faulty("nonfinite", "skip", every=7))
-    per_step = sum((m.get("faults", {}).get("nonfinite", 0) for m in metrics))
+    per_step = sum(m.get("faults", {}).get("nonfinite", 0) for m in metrics)
     assert skipped.summary["status"] == "completed" and per_step == skipped.summary["faults"]["nonfinite"] > 0
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     penalised, _ = run_faulty(tmp_path, "penalty", faulty("nonfinite", {"policy": "penalty", "penalty": 1.0}, every=7))
@@ -274,8 +274,8 @@ def test_the_simulator_is_closed_where_it_ran(request, tmp_path, backend):
 
 
 def test_a_state_that_is_not_floating_point_is_a_shape_fault():
-    from zooframe.faults import SimulatorShapeError
-    from zooframe.objective import SimulatorRunner
+    from zooframe.core.objective import SimulatorRunner
+    from zooframe.plugins.faults import SimulatorShapeError
 
     class Integers:
         def step(self, state, cases, seed):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import zooframe.flat_params
-from zooframe.flat_params import FlatParams, runs_grouped
+import zooframe.core.flat_params
+from zooframe.core.flat_params import FlatParams, runs_grouped
 
 
 def conv_stack(dims, padding_mode="zeros", bias=True):
@@ -42,9 +42,9 @@ def looped(net, thetas, x, batched):
     (nn.Sequential(Residual(), nn.ReLU()).double(), False),
 ])
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("block_bytes", [zooframe.flat_params.QUERY_BLOCK_BYTES, 1000])
+@pytest.mark.parametrize("block_bytes", [zooframe.core.flat_params.QUERY_BLOCK_BYTES, 1000])
 def test_batched_forward_equals_one_parameter_vector_at_a_time(net, grouped, batched, block_bytes, monkeypatch):
-    monkeypatch.setattr(zooframe.flat_params, "QUERY_BLOCK_BYTES", block_bytes)  # 1000: blocks of one query
+    monkeypatch.setattr(zooframe.core.flat_params, "QUERY_BLOCK_BYTES", block_bytes)  # 1000: blocks of one query
     torch.manual_seed(0)
     flat = FlatParams(net)
     thetas = flat.get() + 0.1 * torch.randn(5, flat.dim, dtype=torch.float64)

@@ -2,12 +2,9 @@
 found through its entry point, passes its own test (the conformance kit) and runs from JSON."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from zooframe.cli import main
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import zooframe
-from zooframe.estimators.cge import CGE, CGEConfig
-from zooframe.engine import LocalEngine
-from zooframe.experiment import Experiment
-from zooframe.flat_params import FlatParams
-from zooframe.objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner
+from zooframe.builtins.estimators.cge import CGE, CGEConfig
+from zooframe.core.flat_params import FlatParams
+from zooframe.core.objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner
+from zooframe.execution.engine import LocalEngine
+from zooframe.runs.experiment import Experiment
 
 from .helpers import registry_with_opaque, small
 

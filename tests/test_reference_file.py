@@ -7,10 +7,10 @@ import pytest
 
 import zooframe
 from zooframe.cli import main
-from zooframe.errors import ZooframeError
-from zooframe.reference_export import export_reference
-from zooframe.reference_file import ReferenceFileError, load_reference_file, read_arrays
-from zooframe.simulator import StateSpec
+from zooframe.plugins.errors import ZooframeError
+from zooframe.plugins.reference_file import ReferenceFileError, load_reference_file, read_arrays
+from zooframe.plugins.simulator import StateSpec
+from zooframe.runs.reference_export import export_reference
 
 from .helpers import SMALL, registry_with_opaque, small
 
@@ -125,7 +125,7 @@ def test_a_simulator_without_a_reference_mode_is_pointed_to_the_file_source():
             return state
 
     with pytest.raises(ZooframeError, match='no high-fidelity mode.*"kind": "file"'):
-        zooframe.reference.SimulatorReference(zooframe.reference.SimulatorReferenceConfig(kind="simulator"),
+        zooframe.plugins.reference.SimulatorReference(zooframe.plugins.reference.SimulatorReferenceConfig(kind="simulator"),
                                               StepOnly(SMALL_CONFIG(kind="step_only")))
 
 

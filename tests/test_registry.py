@@ -7,9 +7,9 @@ from typing import Literal
 import pytest
 
 import zooframe
-from zooframe.errors import DuplicateKindError
-from zooframe.estimators.cge import CGE
-from zooframe.registry import DISABLE_ENV, Registry
+from zooframe.builtins.estimators.cge import CGE
+from zooframe.config.registry import DISABLE_ENV, Registry
+from zooframe.plugins.errors import DuplicateKindError
 
 
 class MyConfig(zooframe.PluginConfig):

@@ -6,12 +6,12 @@ import json
 import torch
 
 import zooframe
-from zooframe.engine import LocalEngine
-from zooframe.estimators.rge import RGE, RGEConfig
-from zooframe.export import load_correction
-from zooframe.flat_params import FlatParams
+from zooframe.builtins.estimators.rge import RGE, RGEConfig
+from zooframe.core.flat_params import FlatParams
+from zooframe.core.sparsity import layer_index, mask_from_scores, random_layer_mask, zo_grasp_scores
+from zooframe.execution.engine import LocalEngine
 from zooframe.runs import load_run
-from zooframe.sparsity import layer_index, mask_from_scores, random_layer_mask, zo_grasp_scores
+from zooframe.runs.export import load_correction
 
 from .helpers import mlp_regression, small
 

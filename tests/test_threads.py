@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from zooframe import threads
-from zooframe.threads import ThreadPolicy, choose
+from zooframe.execution import threads
+from zooframe.execution.threads import ThreadPolicy, choose
 
 from .helpers import small
 

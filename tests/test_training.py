@@ -4,15 +4,14 @@ and keep what they computed."""
 import json
 from dataclasses import replace
 from pathlib import Path
-
 from typing import Literal
 
 import pytest
 import torch
 
 import zooframe
+from zooframe.builtins.estimators.cge import CGE, CGEConfig
 from zooframe.cli import main
-from zooframe.estimators.cge import CGE, CGEConfig
 
 from .helpers import registry_with_opaque, small
 
@@ -88,9 +87,9 @@ def recording_registry():
 
 
 def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
-    from zooframe.experiment import Experiment
-    from zooframe.objective import CorrectionObjective
-    from zooframe.training import Trainer
+    from zooframe.core.objective import CorrectionObjective
+    from zooframe.runs.experiment import Experiment
+    from zooframe.runs.trainer import Trainer
 
     registry = recording_registry()
     config = zooframe.load_config({**small(steps=1, unroll=3), "estimator": {"kind": "recording"}}, registry)
@@ -198,7 +197,7 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
 def test_every_failure_after_the_folder_exists_ends_in_a_summary(tmp_path, monkeypatch):
     import json
 
-    from zooframe import runs
+    from zooframe.runs import folder as runs
 
     config = small(steps=2)
     config["reference"] = {"kind": "file", "path": str(tmp_path / "missing.npz")}

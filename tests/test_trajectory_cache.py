@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zooframe.trajectory_cache import TrajectoryCache
+from zooframe.plugins.cache import TrajectoryCache
 
 PARAMS = {"simulator": "x", "re": 100.0, "resolution": [8, 4]}
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .errors import ConfigError, ZooframeError
+from .plugins.errors import ConfigError, ZooframeError
 
 EXIT_USER_ERROR = 2
 
@@ -18,7 +19,7 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def cmd_plugins(args) -> int:
-    from .registry import get_registry
+    from .config.registry import get_registry
 
     reg = get_registry()
     rows = [p.as_dict() for p in reg.plugins()]
@@ -30,8 +31,8 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .registry import Registry, get_registry
-    from .schemas import write_schemas
+    from .config.registry import Registry, get_registry
+    from .config.schemas import write_schemas
 
     registry = get_registry() if args.all else Registry(load_external=False)
     paths = write_schemas(args.output, registry)
@@ -42,8 +43,8 @@ def cmd_schema(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .config import load_config
-    from .experiment import preflight
+    from .config.sections import load_config
+    from .runs.experiment import preflight
 
     try:
         config = load_config(args.config)
@@ -62,7 +63,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runs import run
+    from .runs.folder import run
 
     result = run(args.config, output=args.output, progress=False if (args.quiet or args.json) else None,
                  resume=args.resume, force=args.force)
@@ -76,7 +77,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .runs import evaluate_run
+    from .runs.folder import evaluate_run
 
     ev = evaluate_run(args.run_dir, split=args.split, steps=args.steps)
     text = (f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
@@ -86,8 +87,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_correction
-    from .runs import SPARSE_FILE, load_run
+    from .runs.export import export_correction
+    from .runs.folder import SPARSE_FILE, load_run
 
     path = Path(args.output or Path(args.run_dir) / SPARSE_FILE)
     info = export_correction(load_run(args.run_dir), path)
@@ -98,7 +99,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_reference_export(args) -> int:
-    from .reference_export import export_reference
+    from .runs.reference_export import export_reference
 
     info = export_reference(args.config, args.file, steps=args.steps)
     splits = ", ".join(f"{n} {s}" for s, n in info["splits"].items())
@@ -108,9 +109,9 @@ def cmd_reference_export(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .config import load_config
-    from .experiment import resolve
-    from .testing import check_simulator
+    from .config.registry import resolve
+    from .config.sections import load_config
+    from .plugins.testing import check_simulator
 
     config = load_config(args.config)
     sim = resolve("simulator", config.simulator).build(device=config.execution.device)
@@ -123,7 +124,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from .scaffold import new_plugin
+    from .plugins.scaffold import new_plugin
 
     root, written = new_plugin(args.name, args.output)
     text = "\n".join([f"wrote {p}" for p in written] + [
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
-    p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
+    p = add("check", cmd_check, "run the conformance kit (zooframe.plugins.testing) on a config's simulator and reference")
     p.add_argument("config")
     p = add("new-plugin", cmd_new_plugin, "write a simulator plugin package to start from (docs/writing-a-plugin.md)")
     p.add_argument("name", help="the plugin's config kind, e.g. heat1d")

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from zooframe import figures
-from zooframe.evaluation import held_out
-from zooframe.runs import load_run
+from zooframe.runs import figures, load_run
+from zooframe.runs.evaluation import held_out
 from zooframe_devito.metrics import traces
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,7 +10,7 @@ import torch
 
 import zooframe
 import zooframe_devito.plugin
-from zooframe.testing import check_simulator
+from zooframe.plugins.testing import check_simulator
 from zooframe_devito.metrics import extra_metrics, traces
 from zooframe_devito.simulator import PulseEcho, PulseEchoConfig
 

@@ -15,15 +15,16 @@ the peak frequency: strong numerical dispersion); the reference is eighth order 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
 
 import zooframe
-from zooframe.trajectory_cache import TrajectoryCache
+from zooframe.plugins.cache import TrajectoryCache
 
 from .geometry import Flaw, Pulse, Specimen
 from .propagator import Propagator

@@ -1,11 +1,9 @@
 """Fixtures: the compiled C example, the Python example's command, a Burgers reference file."""
 
-import math
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

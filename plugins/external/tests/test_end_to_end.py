@@ -2,11 +2,11 @@
 zooframe's finer second-order Burgers reference, beats the uncorrected solver on held-out cases."""
 
 import pytest
+from external_solvers import solver_command
 
 import zooframe
 import zooframe_external.plugin
-from external_solvers import solver_command
-from zooframe.simulators.burgers import Burgers, BurgersConfig
+from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
 
 HORIZON = 20
 

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from zooframe import Case, ZooframeError
-from zooframe.faults import (SimulatorCrashed, SimulatorNonFinite, SimulatorOutputError, SimulatorShapeError,
-                             SimulatorTimeout)
+from zooframe.plugins.faults import (
+    SimulatorCrashed,
+    SimulatorNonFinite,
+    SimulatorOutputError,
+    SimulatorShapeError,
+    SimulatorTimeout,
+)
 from zooframe_external import External, ExternalConfig
 
 FAKE = str(Path(__file__).with_name("fake_solver.py"))

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import torch
+from external_solvers import DT, solver_command
 
 import zooframe
-from external_solvers import DT, solver_command
 from zooframe import Case
 from zooframe_external import External, ExternalConfig, burgers1
 

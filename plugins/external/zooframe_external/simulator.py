@@ -47,7 +47,7 @@ period otherwise. Its stderr is drained into a buffer whose last lines go into e
 ``ZOOFRAME_WORKDIR`` and ``{workdir}`` name the session directory the request directories are
 made in.
 
-Faults are raised as the classes of :mod:`zooframe.faults`: a start failure or a return code
+Faults are raised as the classes of :mod:`zooframe.plugins.faults`: a start failure or a return code
 not allowed (or an ``{"ok": false}`` answer) as :class:`SimulatorCrashed`, a run past
 ``timeout_s`` as :class:`SimulatorTimeout`, a missing or unreadable ``output.npy`` as
 :class:`SimulatorOutputError`, a wrong shape or dtype as :class:`SimulatorShapeError`, NaN or Inf
@@ -76,17 +76,24 @@ import time
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from zooframe import Case, PluginConfig, Simulator, StateSpec, ZooframeError
-from zooframe.faults import (SimulatorCrashed, SimulatorFault, SimulatorNonFinite, SimulatorOutputError,
-                             SimulatorShapeError, SimulatorTimeout)
+from zooframe.plugins.faults import (
+    SimulatorCrashed,
+    SimulatorFault,
+    SimulatorNonFinite,
+    SimulatorOutputError,
+    SimulatorShapeError,
+    SimulatorTimeout,
+)
 
 FORMAT_VERSION = 1
 STATE, PARAMS, OUTPUT, MANIFEST = "state.npy", "params.npy", "output.npy", "manifest.json"

@@ -9,7 +9,7 @@ import torch
 from pydantic import ValidationError
 
 import zooframe
-from zooframe.testing import check_simulator
+from zooframe.plugins.testing import check_simulator
 from zooframe_fipy import Spinodal, SpinodalConfig
 from zooframe_fipy.metrics import characteristic_length, extra_metrics
 
@@ -82,7 +82,7 @@ def test_a_few_zo_steps_through_fipy_run_from_the_example_config(example_config,
     assert summary["queries_total"] == 6 * (2 * example_config["training"]["unroll"] + 1)
     ev = summary["evaluation"]
     assert math.isfinite(ev["corrected"]["mae_mean"]) and ev["corrected"]["mae_mean"] < 2 * ev["src"]["mae_mean"]
-    held = zooframe.evaluation.held_out(result.experiment)
+    held = zooframe.runs.evaluation.held_out(result.experiment)
     metrics = extra_metrics(result.experiment.simulator, held.corrected, held.reference)
     assert set(metrics) >= {"length_final_mean", "length_rel_error"} and all(map(math.isfinite, metrics.values()))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -8,14 +8,15 @@ same FiPy code, from the same initial condition, on a grid ``reference_factor`` 
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field, PositiveFloat
 
 import zooframe
-from zooframe.trajectory_cache import TrajectoryCache
+from zooframe.plugins.cache import TrajectoryCache
 
 from .blocks import BlockSolver
 

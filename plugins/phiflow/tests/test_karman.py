@@ -7,9 +7,9 @@ import torch
 
 import zooframe
 import zooframe_phiflow.plugin
-from zooframe.engine import LocalEngine
-from zooframe.experiment import Experiment
-from zooframe.objective import CorrectionObjective
+from zooframe.core.objective import CorrectionObjective
+from zooframe.execution.engine import LocalEngine
+from zooframe.runs.experiment import Experiment
 from zooframe_phiflow.karman import Karman, KarmanConfig, shedding
 
 # a small, cheap flow: 32 x 16 cells, reference 2x finer, a short warm-up
@@ -33,7 +33,7 @@ def test_the_entry_point_registers_karman():
 
 
 def test_karman_passes_the_conformance_kit(tiny):
-    from zooframe.testing import check_simulator
+    from zooframe.plugins.testing import check_simulator
 
     report = check_simulator(Karman(KarmanConfig(**tiny)), steps=2, rtol=1e-5)
     assert "rows-independent" in report.passed and "pickles" in report.passed, report.text()
@@ -159,11 +159,11 @@ def test_shedding_finds_the_frequency_of_a_probe_signal():
 def test_guided_estimates_beat_random_search_at_equal_queries_through_phiflow(registry, tiny):
     """Cosine to autograd through PhiFlow on a short rollout of a small network: the free
     surrogates, and guided search against RGE and CGE on random coordinates at 16 queries."""
-    from zooframe.estimators.base import StepInputs
-    from zooframe.estimators.cge import CGE, CGEConfig
-    from zooframe.estimators.guided import Guided, GuidedConfig
-    from zooframe.estimators.rge import RGE, RGEConfig
-    from zooframe.training import autograd_gradient
+    from zooframe.builtins.estimators.cge import CGE, CGEConfig
+    from zooframe.builtins.estimators.guided import Guided, GuidedConfig
+    from zooframe.builtins.estimators.rge import RGE, RGEConfig
+    from zooframe.plugins.estimator import StepInputs
+    from zooframe.runs.trainer import autograd_gradient
 
     config = zooframe.load_config({
         "simulator": tiny, "model": {"kind": "conv", "hidden_channels": 4, "kernel_size": 3, "depth": 0},

@@ -10,18 +10,36 @@ entries that belong to no face are kept at zero.
 from __future__ import annotations
 
 import math as pymath
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from phi.torch.flow import (ZERO_GRADIENT, Box, CenteredGrid, Obstacle, Solve, Sphere, StaggeredGrid, advect, batch,
-                            diffuse, dual, extrapolation, fluid, jit_compile, math, spatial, vec)
+from phi.torch.flow import (
+    ZERO_GRADIENT,
+    Box,
+    CenteredGrid,
+    Obstacle,
+    Solve,
+    Sphere,
+    StaggeredGrid,
+    advect,
+    batch,
+    diffuse,
+    dual,
+    extrapolation,
+    fluid,
+    jit_compile,
+    math,
+    spatial,
+    vec,
+)
 from pydantic import Field, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
 import zooframe
-from zooframe.trajectory_cache import TrajectoryCache
+from zooframe.plugins.cache import TrajectoryCache
 
 from .pressure import DirectProjection
 
@@ -190,7 +208,7 @@ class KarmanSolver:
         p0 = math.tensor(pressure * close[:, None, None].to(pressure), batch("b"), spatial("x,y"))
         return self._step_from(*self.faces(state), math.tensor(nu, batch("b")), p0, precision)
 
-    def resample(self, state: torch.Tensor, other: "KarmanSolver") -> torch.Tensor:
+    def resample(self, state: torch.Tensor, other: KarmanSolver) -> torch.Tensor:
         """A state of this solver interpolated onto ``other``'s faces (made divergence-free
         there when ``other`` is finer)."""
         v = self.grid(state).at(other.template)

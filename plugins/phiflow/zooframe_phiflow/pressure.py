@@ -19,8 +19,20 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from phi.math import NUMPY
-from phi.torch.flow import (ZERO_GRADIENT, Box, CenteredGrid, Field, Obstacle, StaggeredGrid, batch, extrapolation,
-                            field, fluid, math, spatial)
+from phi.torch.flow import (
+    ZERO_GRADIENT,
+    Box,
+    CenteredGrid,
+    Field,
+    Obstacle,
+    StaggeredGrid,
+    batch,
+    extrapolation,
+    field,
+    fluid,
+    math,
+    spatial,
+)
 
 
 def _sine_basis(n: int) -> np.ndarray:

@@ -1,0 +1,37 @@
+"""The built-in plugins, registered through the same hooks as third-party ones."""
+
+from ..plugins.hookspecs import hookimpl
+from ..plugins.reference import SimulatorReference
+from ..plugins.reference_file import FileReference
+from .estimators.cge import CGE
+from .estimators.guided import Guided
+from .estimators.rge import RGE
+from .estimators.subspace import Subspace
+from .models.conv import ConvModel
+from .models.mlp import MLPModel
+from .simulators.burgers import Burgers
+
+
+@hookimpl
+def register_simulators(register):
+    register(Burgers)
+
+
+@hookimpl
+def register_references(register):
+    register(SimulatorReference)
+    register(FileReference)
+
+
+@hookimpl
+def register_estimators(register):
+    register(CGE)
+    register(RGE)
+    register(Guided)
+    register(Subspace)
+
+
+@hookimpl
+def register_models(register):
+    register(ConvModel)
+    register(MLPModel)

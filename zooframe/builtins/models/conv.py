@@ -1,0 +1,65 @@
+"""Convolutional correction network for 1D and 2D states."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
+
+
+class ConvConfig(ModelConfig):
+    kind: Literal["conv"]
+    hidden_channels: int = Field(8, ge=1)
+    kernel_size: int = Field(5, ge=1, description="odd, so that the output keeps the grid")
+    depth: int = Field(1, ge=0, description="hidden layers (or residual blocks) between input and output convolutions")
+    residual: bool = Field(False, description="hidden layers as residual blocks of two convolutions")
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "gelu"
+    padding: Literal["zeros", "circular", "replicate", "reflect"] = "zeros"
+    zero_init_output: bool = Field(
+        False, description="start the output layer at zero, so that training starts from the uncorrected solver "
+        "(leave off with sparsity: zero weights give pruning scores nothing to rank)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, k: int) -> int:
+        if k % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (got {k})")
+        return k
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, conv, act):
+        super().__init__()
+        self.body = nn.Sequential(conv(), act(), conv())
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+class ConvModel(ModelFactory):
+    """input conv -> ``depth`` hidden layers (plain or residual) -> output conv."""
+
+    Config = ConvConfig
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        cfg = self.config
+        if spec.spatial_dims not in (1, 2):
+            raise ValueError(f"the conv model handles 1D and 2D states, not {spec.spatial_dims}D")
+        conv_cls = nn.Conv1d if spec.spatial_dims == 1 else nn.Conv2d
+        act = ACTIVATIONS[cfg.activation]
+
+        def conv(cin=cfg.hidden_channels, cout=cfg.hidden_channels):
+            return conv_cls(cin, cout, cfg.kernel_size, padding=cfg.kernel_size // 2, padding_mode=cfg.padding)
+
+        layers: list[nn.Module] = [conv(spec.in_channels), act()]
+        for _ in range(cfg.depth):
+            layers += [_ResidualBlock(conv, act)] if cfg.residual else [conv(), act()]
+        out = conv(cout=spec.out_channels)
+        if cfg.zero_init_output:
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+        return nn.Sequential(*layers, out)

@@ -1,0 +1,34 @@
+"""Multi-layer perceptron over the flattened state."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
+
+
+class MLPConfig(ModelConfig):
+    kind: Literal["mlp"]
+    hidden: list[int] = Field(default_factory=lambda: [32], description="widths of the hidden layers")
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "tanh"
+
+
+class MLPModel(ModelFactory):
+    """Flattens ``[N, C, *spatial]``, maps it through dense layers, and restores the grid."""
+
+    Config = MLPConfig
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        size = math.prod(spec.spatial_shape)
+        widths = [spec.in_channels * size, *self.config.hidden, spec.out_channels * size]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(ACTIVATIONS[self.config.activation]())
+        layers.append(nn.Unflatten(1, (spec.out_channels, *spec.spatial_shape)))
+        return nn.Sequential(*layers)

@@ -1,0 +1,225 @@
+"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the two coupling patterns
+(``objective.coupling`` in the config).
+
+The simulator sees one batch of Q x B rows per step (B cases per query); the model is evaluated
+for all Q parameter vectors in one vectorized call.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..plugins.faults import SimulatorShapeError
+from ..plugins.simulator import Case, Simulator
+from .flat_params import FlatParams
+
+
+class SimulatorRunner:
+    """Calls a simulator's step, checks what comes back, and counts calls and seconds."""
+
+    def __init__(self, simulator: Simulator):
+        self.simulator = simulator
+        self.calls = 0
+        self.rows = 0
+        self.seconds = 0.0
+
+    def __call__(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.simulator.step(state, cases, seed)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.rows += state.shape[0]
+        kind = getattr(out, "dtype", None)
+        if kind is not None and not (kind.is_floating_point if isinstance(kind, torch.dtype) else kind.kind == "f"):
+            raise SimulatorShapeError(f"{type(self.simulator).__name__}.step returned values of dtype {kind}; a state "
+                                      "is floating point (float32 or float64)")
+        out = torch.as_tensor(out, dtype=state.dtype, device=state.device)
+        if out.shape != state.shape:
+            raise SimulatorShapeError(f"{type(self.simulator).__name__}.step returned shape {tuple(out.shape)} "
+                                 f"for a state of shape {tuple(state.shape)}")
+        return out
+
+
+SolverJacobian = Literal["exact", "drop", "identity"]
+
+
+def _per_query_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).pow(2).flatten(1).mean(dim=1)
+
+
+class Recipe:
+    """What a worker needs to rebuild an objective on its own simulator and network: see
+    :meth:`build`. ``token`` is the same for every chunk of one objective, so that a worker
+    builds it once per step. Subclasses are dataclasses of picklable fields."""
+
+    token: str
+
+    def build(self, runner: SimulatorRunner, flat: FlatParams):
+        raise NotImplementedError
+
+
+def _buffers(flat: FlatParams) -> dict[str, torch.Tensor]:
+    return dict(flat.module.named_buffers())
+
+
+@dataclass(frozen=True)
+class Window:
+    """B training windows: start states, the m reference frames after them, and their cases."""
+
+    cases: list[Case]
+    features: torch.Tensor  # [B, F]
+    start: torch.Tensor  # [B, C, *S]
+    targets: torch.Tensor  # [B, m, C, *S]
+    seed: int
+
+
+class _Coupling:
+    """What both couplings share: the window, the network's corrections for Q parameter vectors at
+    once, and the solver call under autograd (see ``solver_jacobian`` below)."""
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact"):
+        self.runner, self.flat, self.window = runner, flat, window
+        self.solver_jacobian = solver_jacobian
+        self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
+
+    def options(self) -> dict:
+        """Constructor arguments beyond the window that change the loss (a worker needs them)."""
+        return {}
+
+    def portable(self) -> WindowRecipe:
+        return WindowRecipe(self.token, type(self), self.window, _buffers(self.flat), self.options())
+
+    def terms(self, thetas: torch.Tensor) -> torch.Tensor:
+        """``[Q, m]``: the terms whose mean is the loss; a coupling without a natural split has one."""
+        return self(thetas)[:, None]
+
+    def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
+        """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
+        if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
+            return self.runner(state, cases, seed)
+        with torch.no_grad():  # a black box: nothing is recorded through it
+            p = self.runner(state.detach(), cases, seed)
+        return p if self.solver_jacobian == "drop" else state + (p - state).detach()
+
+    def _corrections(self, thetas: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The correction by the network with ``thetas[i]`` of ``states`` ``[B, C, *S]`` (shared by
+        all queries) or of ``states[i]`` ``[Q, B, C, *S]``. Normalization runs once per row; only the
+        network is evaluated per parameter vector."""
+        model, q, features = self.flat.module, thetas.shape[0], self.window.features
+        shared = states.ndim == self.window.start.ndim
+        if shared:
+            x = model.inputs(states, features)
+        else:
+            x = model.inputs(states.flatten(0, 1), features.repeat(q, 1)).unflatten(0, (q, -1))
+        return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
+
+
+class CorrectionObjective(_Coupling):
+    """Solver-in-the-loop: ``s[t+1] = P(s[t]) + model(P(s[t]))`` for m steps from each window's
+    start, loss = mean squared error against the reference frames, averaged over the m steps.
+
+    ``P(s[0])`` does not depend on the parameters: it is computed once and shared by every query.
+    With m = 1 no gradient passes through the simulator (the NON baseline).
+
+    Under autograd, ``solver_jacobian`` says what the simulator's Jacobian dP/ds is taken to be:
+    ``exact`` differentiates through the simulator (it must be differentiable: FO-SOL); ``drop``
+    takes it as zero (stop-gradient: each step's correction learns from the losses it feeds
+    directly, on the states the corrected rollout visits; List et al. 2024); ``identity``
+    passes the gradient straight through the solver (``P(s) = s`` for the backward pass). The
+    last two call the simulator as a black box, at the rollout's own cost.
+    """
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact"):
+        super().__init__(runner, flat, window, solver_jacobian)
+        self.first = runner(window.start, window.cases, window.seed)
+
+    @staticmethod
+    def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
+        """Example states, and the corrections the network should make to them: one reference step
+        minus one solver step, from every frame of ``reference`` ``[N, T + 1, C, *S]``."""
+        frames = reference.shape[1]
+        states = reference[:, :-1].reshape(-1, *reference.shape[2:])
+        with torch.no_grad():
+            solved = runner(states, [c for c in cases for _ in range(frames - 1)], seed=0)
+        return states, reference[:, 1:].reshape(states.shape) - solved
+
+    def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        terms = self._step_losses(thetas)
+        return sum(terms) / len(terms)
+
+    def terms(self, thetas: torch.Tensor) -> torch.Tensor:
+        """``[Q, m]``: the loss of each unrolled step (their mean is the loss)."""
+        return torch.stack(self._step_losses(thetas), dim=1)
+
+    def _step_losses(self, thetas: torch.Tensor) -> list[torch.Tensor]:
+        w = self.window
+        q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
+        s = self.first + self._corrections(thetas, self.first)
+        losses = [_per_query_mse(s, w.targets[:, 0])]
+        for t in range(1, steps):
+            p = self._solve(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
+            s = p + self._corrections(thetas, p)
+            losses.append(_per_query_mse(s, w.targets[:, t]))
+        return losses
+
+
+class ModelThenSimulatorObjective(_Coupling):
+    """``y = P^k(u)`` with ``u = x + model(x)``: the network turns an observation ``x`` (each
+    window's last frame, k reference steps after its start) into the input of the black-box code,
+    which should reproduce the observation in k steps; loss = mean squared error of ``y`` against
+    ``x``. This trains a network that predicts a code's inputs (the initial state behind an
+    observation; in materials, the processing behind a target microstructure).
+
+    With ``supervised`` (the NON baseline) the code is not called: loss = mean squared error of
+    ``u`` against the window's start, the input that did produce the observation. Under autograd
+    the Jacobian of the code is as ``solver_jacobian`` says (``drop`` leaves no gradient: the
+    network reaches the loss only through the code).
+    """
+
+    def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
+                 solver_jacobian: SolverJacobian = "exact", supervised: bool = False):
+        super().__init__(runner, flat, window, solver_jacobian)
+        self.supervised = supervised
+
+    def options(self) -> dict:
+        return {"supervised": self.supervised}
+
+    @staticmethod
+    def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
+        """Observations, and the changes that take each back to the state k steps before it."""
+        shape = (-1, *reference.shape[2:])
+        return reference[:, steps:].reshape(shape), (reference[:, :-steps] - reference[:, steps:]).reshape(shape)
+
+    def __call__(self, thetas: torch.Tensor) -> torch.Tensor:
+        w = self.window
+        q, b, x = thetas.shape[0], len(w.cases), w.targets[:, -1]
+        u = x + self._corrections(thetas, x)  # [Q, B, C, *S]
+        if self.supervised:
+            return _per_query_mse(u, w.start)
+        y = u.reshape(q * b, *u.shape[2:])
+        for t in range(w.targets.shape[1]):
+            y = self._solve(y, w.cases * q, w.seed + t)
+        return _per_query_mse(y.view_as(u), x)
+
+
+@dataclass(frozen=True)
+class WindowRecipe(Recipe):
+    """Either coupling, rebuilt on a worker from its window and the network's buffers."""
+
+    token: str
+    objective: type[_Coupling]
+    window: Window
+    buffers: dict[str, torch.Tensor]
+    options: dict
+
+    def build(self, runner, flat):
+        flat.module.load_state_dict(self.buffers, strict=False)
+        return self.objective(runner, flat, self.window, **self.options)

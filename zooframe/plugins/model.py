@@ -1,0 +1,42 @@
+"""The model interface: a factory from a config to a ``torch.nn.Module``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+from torch import nn
+
+from .base import Plugin, PluginConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the network must map: ``[N, in_channels, *spatial_shape] -> [N, out_channels, *spatial_shape]``."""
+
+    in_channels: int
+    out_channels: int
+    spatial_shape: tuple[int, ...]
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.spatial_shape)
+
+
+class ModelConfig(PluginConfig):
+    """Options every model shares."""
+
+    normalize: bool = Field(
+        True, description="scale inputs by data statistics and outputs by the size of the correction"
+    )
+
+
+class ModelFactory(Plugin):
+    category = "model"
+    required = (("build",),)
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        raise NotImplementedError
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}

@@ -1,0 +1,218 @@
+"""Reference trajectories in a file: the ``file`` reference source and its layout.
+
+One file, ``.npz`` (NumPy) or ``.h5``/``.hdf5`` (HDF5, needs ``h5py``), holds N cases:
+
+=================== ================== =====================================================
+field               shape, dtype       meaning
+=================== ================== =====================================================
+``trajectories``    [N, T + 1, C, *S]  each case's states on the simulator's grid, frame 0
+                    float              being the initial state
+``case_names``      [N] str            unique names
+``splits``          [N] str            each case's set: ``train``, ``test`` or any other name
+``parameter_names`` [P] str            the case parameters the simulator's step reads
+``parameters``      [N, P] float       their values (P may be 0)
+``features``        [N, F] float       optional: constant per-case inputs of the model
+``channels``        [C] str            optional: checked against the simulator's channels
+``format_version``  scalar int         1
+=================== ================== =====================================================
+
+Strings are stored as unicode arrays (``.npz``, so no pickle is ever loaded) or as UTF-8
+strings (HDF5). A file is checked against the simulator's state spec before any training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from .base import PluginConfig
+from .errors import ZooframeError
+from .reference import ReferenceSource
+from .simulator import Case, StateSpec
+
+FORMAT_VERSION = 1
+REQUIRED = ("trajectories", "case_names", "splits", "parameter_names", "parameters")
+OPTIONAL = ("features", "channels", "format_version")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+class ReferenceFileError(ZooframeError):
+    """A reference file that does not fit the layout or the simulator; one line per problem."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"reference file {path}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ZooframeError("HDF5 reference files need h5py: pip install 'zooframe[hdf5]' (or use .npz)") from None
+    return h5py
+
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The file's fields as NumPy arrays (strings as ``str`` arrays)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceFileError(path, ["no such file"])
+    try:
+        if path.suffix in HDF5_SUFFIXES:
+            h5py = _h5py()
+            with h5py.File(path, "r") as f:
+                return {k: (np.asarray(f[k].asstr()[()], dtype=str) if f[k].dtype.kind in "OS" else f[k][()])
+                        for k in f.keys()
+                        if isinstance(f[k], h5py.Dataset)}
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ZooframeError:
+        raise
+    except Exception as exc:  # not an archive, truncated, an object array: all the same to the user
+        raise ReferenceFileError(path, [f"cannot be read as {'HDF5' if path.suffix in HDF5_SUFFIXES else '.npz'} "
+                                        f"({type(exc).__name__}: {exc})"]) from None
+
+
+def write_reference_file(path: str | Path, trajectories, case_names: Sequence[str], splits: Sequence[str],
+                         parameters: dict[str, Sequence[float]], features=None,
+                         channels: Sequence[str] | None = None) -> Path:
+    """Write the layout above; ``parameters`` maps each parameter name to one value per case."""
+    path = Path(path)
+    names = sorted(parameters)
+    fields = {
+        "trajectories": np.asarray(trajectories),
+        "case_names": np.asarray(list(case_names), dtype=str),
+        "splits": np.asarray(list(splits), dtype=str),
+        "parameter_names": np.asarray(names, dtype=str).reshape(len(names)),
+        "parameters": np.asarray([parameters[n] for n in names], dtype=np.float64).reshape(len(names), -1).T
+        if names else np.zeros((len(case_names), 0)),
+        "format_version": np.asarray(FORMAT_VERSION),
+    }
+    if features is not None:
+        fields["features"] = np.asarray(features)
+    if channels is not None:
+        fields["channels"] = np.asarray(list(channels), dtype=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    if path.suffix in HDF5_SUFFIXES:
+        h5py = _h5py()
+        with h5py.File(tmp, "w") as f:
+            for key, value in fields.items():
+                f.create_dataset(key, data=value.astype(h5py.string_dtype()) if value.dtype.kind == "U" else value)
+    else:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **fields)
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class ReferenceData:
+    trajectories: np.ndarray  # [N, T + 1, C, *S]
+    cases: dict[str, list[Case]]
+    features: np.ndarray  # [N, F]
+    row: dict[str, int]  # case name -> index
+
+    @property
+    def steps(self) -> int:
+        return self.trajectories.shape[1] - 1
+
+
+def check_arrays(arrays: dict[str, np.ndarray], spec: StateSpec) -> list[str]:
+    """Every way the fields miss the layout or the state spec, as ``field: problem`` lines."""
+    problems = [f"{k}: missing (required fields: {', '.join(REQUIRED)})" for k in REQUIRED if k not in arrays]
+    problems += [f"{k}: unknown field (allowed: {', '.join(REQUIRED + OPTIONAL)})" for k in arrays
+                 if k not in REQUIRED + OPTIONAL]
+    if problems:
+        return problems
+    traj, names = arrays["trajectories"], arrays["case_names"]
+    version = arrays.get("format_version")
+    if version is not None and int(version) != FORMAT_VERSION:
+        problems.append(f"format_version: {int(version)}, this zooframe reads version {FORMAT_VERSION}")
+    if traj.dtype.kind != "f":
+        problems.append(f"trajectories: dtype {traj.dtype}, expected a float type")
+    expected = f"[cases, steps + 1, {', '.join(map(str, spec.shape))}]"
+    if traj.ndim != 2 + len(spec.shape) or tuple(traj.shape[2:]) != spec.shape:
+        problems.append(f"trajectories: shape {list(traj.shape)}, expected {expected} (channels "
+                        f"{', '.join(spec.channels)} over the grid {list(spec.spatial_shape)})")
+    elif traj.shape[1] < 2:
+        problems.append(f"trajectories: {traj.shape[1]} frame(s) per case; at least 2 (an initial state and a step)")
+    elif traj.dtype.kind == "f" and not np.isfinite(traj).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(traj))[:, 0]})
+        problems.append(f"trajectories: NaN or Inf in case(s) {', '.join(str(names[i]) for i in bad[:5] if i < len(names))}")
+    n = traj.shape[0] if traj.ndim else 0
+    for key in ("case_names", "splits"):
+        if arrays[key].dtype.kind != "U" or arrays[key].shape != (n,):
+            problems.append(f"{key}: expected {n} strings (one per case), got {arrays[key].dtype} "
+                            f"of shape {list(arrays[key].shape)}")
+    if len(set(names.tolist())) != len(names):
+        problems.append("case_names: names repeat; each case needs its own")
+    p_names, params = arrays["parameter_names"], arrays["parameters"]
+    if p_names.dtype.kind != "U" or p_names.ndim != 1:
+        problems.append(f"parameter_names: expected a list of strings, got {p_names.dtype} of shape {list(p_names.shape)}")
+    elif params.shape != (n, len(p_names)) or params.dtype.kind not in "fiu":
+        problems.append(f"parameters: expected numbers of shape [{n}, {len(p_names)}] (cases x parameter_names), "
+                        f"got {params.dtype} of shape {list(params.shape)}")
+    features = arrays.get("features")
+    if features is not None and (features.ndim != 2 or features.shape[0] != n or features.dtype.kind not in "fiu"):
+        problems.append(f"features: expected numbers of shape [{n}, F], got {features.dtype} of shape "
+                        f"{list(features.shape)}")
+    channels = arrays.get("channels")
+    if channels is not None and tuple(channels.tolist()) != spec.channels:
+        problems.append(f"channels: {', '.join(channels.tolist())}; the simulator's are {', '.join(spec.channels)}")
+    return problems
+
+
+def load_reference_file(path: str | Path, spec: StateSpec) -> ReferenceData:
+    arrays = read_arrays(path)
+    problems = check_arrays(arrays, spec)
+    if problems:
+        raise ReferenceFileError(path, problems)
+    names = arrays["case_names"].tolist()
+    p_names = arrays["parameter_names"].tolist()
+    cases: dict[str, list[Case]] = {}
+    for name, split, values in zip(names, arrays["splits"].tolist(), arrays["parameters"].tolist()):
+        cases.setdefault(split, []).append(Case(name, dict(zip(p_names, map(float, values)))))
+    features = arrays.get("features", np.zeros((len(names), 0)))
+    return ReferenceData(arrays["trajectories"], cases, features, {n: i for i, n in enumerate(names)})
+
+
+class FileReferenceConfig(PluginConfig):
+    kind: Literal["file"]
+    path: str = Field(..., description=".npz or .h5/.hdf5 file in zooframe's reference layout (docs/"
+                      "writing-a-plugin.md); relative paths are taken from the working directory")
+
+
+class FileReference(ReferenceSource):
+    """Cases and trajectories read from a file in the layout above, checked on loading."""
+
+    Config = FileReferenceConfig
+
+    def __init__(self, config: FileReferenceConfig, simulator, device="cpu"):
+        super().__init__(config, simulator, device)
+        self.data = load_reference_file(config.path, simulator.state_spec)
+        self.max_steps = self.data.steps
+
+    def cases(self):
+        return self.data.cases
+
+    def _rows(self, cases: Sequence[Case]) -> list[int]:
+        return [self.data.row[c.name] for c in cases]
+
+    def features(self, cases):
+        return torch.as_tensor(self.data.features[self._rows(cases)], device=self.device)
+
+    def trajectories(self, cases, steps):
+        if steps > self.data.steps:
+            raise ZooframeError(f"{self.describe()} holds {self.data.steps} steps per case; the run asks for "
+                                f"{steps}")
+        return torch.as_tensor(self.data.trajectories[self._rows(cases), : steps + 1], device=self.device)
+
+    def describe(self) -> str:
+        return f"reference file {self.config.path}"

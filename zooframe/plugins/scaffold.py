@@ -1,0 +1,197 @@
+"""``zooframe new-plugin NAME``: a simulator plugin package that installs, registers through its
+entry point, passes the conformance kit in its own test and trains from its example config.
+
+The simulator it writes is the one in docs/writing-a-plugin.md: a 1D advection-diffusion code
+whose step stands in for the user's solver, with a high-fidelity mode (a finer grid) so that the
+package runs before the user has reference data of their own.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+from string import Template
+
+from .errors import ZooframeError
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+SIMULATOR = '''\
+"""$name: a 1D advection-diffusion code as a zooframe simulator; replace step_one with a call to yours."""
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+import zooframe
+
+
+class ${cls}Config(zooframe.PluginConfig):
+    kind: Literal["$name"]
+    cells: int = Field(32, ge=8, description="cells of the coarse grid")
+    dt: float = Field(0.02, gt=0, description="time step of one call")
+    train_nu: list[float] = Field([0.005, 0.02, 0.08], description="diffusivities of the training cases")
+    test_nu: list[float] = Field([0.01, 0.04], description="held-out diffusivities")
+
+
+def advect_diffuse(u, nu, dx, dt, steps):
+    """Periodic upwind advection at speed 1 and central diffusion: `steps` explicit Euler steps."""
+    for _ in range(steps):
+        left, right = np.roll(u, 1, -1), np.roll(u, -1, -1)
+        u = u - dt / dx * (u - left) + nu * dt / dx**2 * (right - 2 * u + left)
+    return u
+
+
+class $cls(zooframe.Simulator):
+    Config = ${cls}Config
+
+    @property
+    def state_spec(self):
+        return zooframe.StateSpec(channels=("u",), spatial_shape=(self.config.cells,))
+
+    def step_one(self, state, case, seed):
+        """One case's state [1, cells] (NumPy) one step on: the black box."""
+        return advect_diffuse(state, case.params["nu"], 2 * math.pi / self.config.cells, self.config.dt, 1)
+
+    # Optional: a high-fidelity mode. Delete it and give a reference file if your code has none.
+    def cases(self):
+        sets = {"train": self.config.train_nu, "test": self.config.test_nu}
+        return {split: [zooframe.Case(f"{split}-nu{nu:g}", {"nu": nu, "seed": i + 100 * (split == "test")})
+                        for i, nu in enumerate(nus)] for split, nus in sets.items()}
+
+    def case_features(self, cases):
+        return np.array([[math.log10(c.params["nu"])] for c in cases])
+
+    def reference(self, cases, steps, fine=4):
+        n, dt = self.config.cells * fine, self.config.dt / fine**2
+        x = (np.arange(n) + 0.5) * 2 * math.pi / n
+        out = []
+        for case in cases:
+            rng = np.random.default_rng(int(case.params["seed"]))
+            frames = [sum(rng.normal() * np.sin(k * x + rng.uniform(0, 7)) / k for k in (1, 2, 3))[None]]
+            for _ in range(steps):
+                frames.append(advect_diffuse(frames[-1], case.params["nu"], 2 * math.pi / n, dt, fine**2))
+            out.append(np.stack(frames).reshape(steps + 1, 1, self.config.cells, fine).mean(-1))
+        return np.stack(out)
+'''
+
+PLUGIN = '''\
+"""Registers the $name plugin with zooframe (found through the entry point in pyproject.toml)."""
+
+import zooframe
+
+from .simulator import $cls
+
+
+@zooframe.hookimpl
+def register_simulators(register):
+    register($cls)
+'''
+
+PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$package"
+version = "0.1.0"
+description = "The $name simulator for zooframe"
+requires-python = ">=3.10"
+dependencies = ["zooframe>=$zooframe_version", "numpy"]
+
+[project.optional-dependencies]
+test = ["pytest>=7.4"]
+
+[project.entry-points.zooframe]
+$name = "$module.plugin"
+
+[tool.setuptools.packages.find]
+include = ["$module*"]
+'''
+
+TEST = '''\
+"""The plugin conforms, is found through its entry point, and trains from its example config."""
+
+import json
+from pathlib import Path
+
+import zooframe
+from zooframe.plugins.testing import check_simulator
+
+from $module.simulator import $cls, ${cls}Config
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "$name.json"
+
+
+def test_the_simulator_passes_the_conformance_kit():
+    check_simulator($cls(${cls}Config(kind="$name")))
+
+
+def test_the_entry_point_registers_it():
+    assert zooframe.Registry().get("simulator", "$name").provider == "$package"
+
+
+def test_a_short_run_from_the_example_config_lowers_the_error(tmp_path):
+    config = json.loads(EXAMPLE.read_text())
+    config["training"]["steps"] = 150
+    ev = zooframe.run(config, output=tmp_path, progress=False).summary["evaluation"]
+    assert ev["corrected"]["mae_mean"] < ev["src"]["mae_mean"]
+'''
+
+EXAMPLE = '''\
+{
+  "name": "$name",
+  "simulator": {"kind": "$name", "cells": 32},
+  "model": {"kind": "conv", "hidden_channels": 4, "kernel_size": 3, "depth": 0, "padding": "circular"},
+  "estimator": {"kind": "cge", "scheme": "forward", "mu": 0.005},
+  "training": {"mode": "zo", "steps": 300, "unroll": 4, "horizon": 40, "optimizer": {"name": "adam", "lr": 0.01}},
+  "evaluation": {"steps": 40, "split": "test"},
+  "output": {"dir": "runs/{name}"}
+}
+'''
+
+README = '''\
+# $package
+
+The `$name` simulator for [zooframe](https://github.com/zooframe/zooframe): a black-box step that
+zooframe trains a correction network through with zeroth-order gradient estimates.
+
+```bash
+pip install -e ".[test]"       # into an environment that has zooframe
+python -m pytest -q            # the conformance kit, the entry point, a short training run
+zooframe run examples/$name.json
+```
+
+Replace `step_one` in `$module/simulator.py` with a call into your code, keep `state_spec` in step
+with what it reads and writes, and see zooframe's docs/writing-a-plugin.md for the rest (batched
+steps, reference files, GPUs).
+'''
+
+FILES = {
+    "pyproject.toml": PYPROJECT, "README.md": README, "$module/__init__.py": '"""The $name zooframe plugin."""\n',
+    "$module/simulator.py": SIMULATOR, "$module/plugin.py": PLUGIN, "tests/test_$name.py": TEST,
+    "examples/$name.json": EXAMPLE,
+}
+
+
+def new_plugin(name: str, directory: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """Write the package ``zooframe-<name>`` into ``directory`` (default: ``./zooframe-<name>``)."""
+    if not NAME.match(name):
+        raise ZooframeError(f"plugin name {name!r}: use lower-case letters, digits and _, starting with a letter "
+                            "(it becomes the config kind and part of the module name), e.g. 'heat1d'")
+    words = {"name": name, "package": f"zooframe-{name.replace('_', '-')}", "module": f"zooframe_{name}",
+             "cls": "".join(w.capitalize() for w in name.split("_")), "zooframe_version": importlib.metadata.version("zooframe")}
+    root = Path(directory) if directory is not None else Path(words["package"])
+    if root.exists() and any(root.iterdir()):
+        raise ZooframeError(f"{root} exists and is not empty; choose another folder with --output")
+    written = []
+    for rel, text in FILES.items():
+        path = root / Template(rel).substitute(words)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Template(text).substitute(words))
+        written.append(path)
+    return root, written

@@ -1,0 +1,104 @@
+"""The simulator interface: a batched black-box step on states ``[B, C, *spatial]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .base import Plugin
+
+
+@dataclass(frozen=True)
+class Case:
+    """One physical setting a simulator offers, e.g. a Reynolds number."""
+
+    name: str
+    params: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Layout of a state: named channels over a spatial grid. ``valid`` (bool ``[C, *spatial]``)
+    marks the entries that hold data when some do not, e.g. the padding of a staggered grid
+    stored as one array; the core never writes a correction there."""
+
+    channels: tuple[str, ...]
+    spatial_shape: tuple[int, ...]
+    valid: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.num_channels, *self.spatial_shape)
+
+
+class Simulator(Plugin):
+    """A black-box solver the core couples a network to.
+
+    Required: :attr:`state_spec`, and :meth:`step` for a batched code or only :meth:`step_one`
+    for a code that runs one case at a time (the core then batches it). Optional: :meth:`render`,
+    and a high-fidelity mode of the plugin's own (:meth:`cases`, :meth:`case_features`,
+    :meth:`reference`), which the ``simulator`` reference source uses; a code without one takes
+    its cases and reference from another source, such as a file. The core never differentiates
+    through a simulator unless ``differentiable`` is True and the run asks for first-order
+    training.
+
+    ``seed`` is the same for every query of one gradient estimate, so that a stochastic code can
+    use common random numbers across them.
+    """
+
+    category = "simulator"
+    required = (("state_spec",), ("step", "step_one"))
+    differentiable: bool = False
+
+    def __init__(self, config, device: str | torch.device = "cpu"):
+        super().__init__(config)
+        self.device = torch.device(device)
+
+    @property
+    def state_spec(self) -> StateSpec:
+        raise NotImplementedError
+
+    def render(self, state: torch.Tensor) -> torch.Tensor:
+        """A scalar field ``[B, *spatial']`` to show a state in figures (default: the magnitude
+        over channels; a flow plugin might give vorticity)."""
+        return state.norm(dim=1)
+
+    # --- the optional high-fidelity mode (the ``simulator`` reference source) ------------------
+    def cases(self) -> Mapping[str, Sequence[Case]]:
+        """Named case sets, such as ``"train"`` and ``"test"``."""
+        raise NotImplementedError
+
+    def case_features(self, cases: Sequence[Case]) -> torch.Tensor:
+        """Constant per-case inputs for the model, ``[B, F]`` (e.g. a Reynolds number)."""
+        return torch.zeros(len(cases), 0, device=self.device)
+
+    def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
+        """Higher-fidelity trajectories on this simulator's grid, ``[B, steps + 1, C, *spatial]``,
+        frame 0 being the initial state."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_reference_mode(cls) -> bool:
+        return cls.cases is not Simulator.cases and cls.reference is not Simulator.reference
+
+    def close(self) -> None:
+        """Release what the code holds (processes, files, licences). Called when a run ends and
+        when a worker stops; the simulator must stay usable: a later step starts what it needs."""
+
+    # --- the step -----------------------------------------------------------------------------
+    def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:
+        """Advance ``state`` ``[B, C, *spatial]`` by one step; ``cases[b]`` is row b's case."""
+        rows = state.detach().cpu().numpy()
+        out = [np.asarray(self.step_one(row, case, seed)) for row, case in zip(rows, cases)]
+        return torch.as_tensor(np.stack(out), dtype=state.dtype, device=state.device)
+
+    def step_one(self, state: np.ndarray, case: Case, seed: int) -> np.ndarray:
+        """Advance one case's state ``[C, *spatial]`` (a NumPy array) by one step."""
+        raise NotImplementedError

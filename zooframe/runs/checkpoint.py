@@ -1,0 +1,110 @@
+"""Checkpoints of a run in progress, for ``zooframe run --resume``: everything a step depends on.
+
+The model (with its normalization buffers), the optimizer and the schedule, the sparsity
+plan's scores, current mask and generator, the estimator's own state (e.g. the guided
+estimator's surrogate history), the trainer's and the window sampler's generators, the global
+torch (CPU and CUDA), NumPy and Python generators, the step, the query and fault counts, and the
+wall time so far. A run resumed from a checkpoint takes the same steps as one that was never
+stopped, bit for bit, given the same thread count.
+
+Written atomically (a temporary file, then a rename) and read with ``weights_only=True``: only
+tensors, numbers, strings and containers, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..plugins.errors import ZooframeError
+
+FORMAT = 1
+
+
+def capture(trainer, wall_s: float) -> dict[str, Any]:
+    """The state of ``trainer`` (a :class:`zooframe.runs.trainer.Trainer`) after its last step."""
+    numpy_state = np.random.get_state()
+    state = {
+        "format": FORMAT,
+        "step": trainer.step,
+        "queries": trainer.queries,
+        "faults": dict(trainer.faults),
+        "recovered": dict(trainer.recovered),
+        "retried": trainer.retried,
+        "skipped": list(trainer.skipped),
+        "skipped_in_a_row": trainer._skipped_in_a_row,
+        "wall_s": wall_s,
+        "model": trainer.exp.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "estimator": trainer.exp.estimator.state_dict() if trainer.exp.config.training.mode == "zo" else {},
+        "generator": trainer.generator.get_state(),
+        "sampler_generator": trainer.sampler.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],  # no context for a CPU run
+        "numpy_rng": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if trainer.plan is not None:
+        state["plan"] = {"scores": trainer.plan.scores.cpu(), "current": trainer.plan.current.cpu(),
+                         "generator": trainer.plan.generator.get_state()}
+    return state
+
+
+def restore(trainer, state: dict[str, Any]) -> None:
+    """Put ``trainer`` back where :func:`capture` left it."""
+    trainer.step, trainer.queries = state["step"], state["queries"]
+    trainer.faults, trainer.recovered = Counter(state["faults"]), Counter(state["recovered"])
+    trainer.retried, trainer.skipped = state["retried"], list(state["skipped"])
+    trainer._skipped_in_a_row = state["skipped_in_a_row"]
+    trainer.elapsed_before = state["wall_s"]
+    trainer.exp.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.exp.config.training.mode == "zo":
+        trainer.exp.estimator.load_state_dict(state["estimator"])
+    trainer.generator.set_state(state["generator"])
+    trainer.sampler.generator.set_state(state["sampler_generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    name, keys, *rest = state["numpy_rng"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    if trainer.plan is not None:
+        plan = state["plan"]
+        trainer.plan.current = plan["current"]
+        trainer.plan.generator.set_state(plan["generator"])
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> Any:
+    """A run folder's file (weights, masks, checkpoints), tensors and plain data only: a crafted
+    pickle is refused, not run."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ZooframeError(f"cannot read {path}: it holds objects other than tensors and plain data, which are "
+                            "refused, never run; was it written by zooframe?") from None
+    except Exception as exc:  # a truncated or damaged file
+        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
+
+
+def load(path: Path) -> dict[str, Any]:
+    state = load_tensors(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ZooframeError(f"{path} is not a zooframe checkpoint of format {FORMAT}")
+    return state

@@ -1,0 +1,272 @@
+"""The one place that turns a config and the registry into live objects.
+
+:meth:`Experiment.build` resolves each plugin section to its class, builds the simulator, the
+reference source, the model and the estimator, and offers the engine, the optimizer and the
+window sampler built from them. Everything below (trainer, engines, workers, evaluation) gets
+plain objects. Workers get a :class:`~zooframe.execution.workers.WorkerSpec`: plugin classes and their configs, picklable,
+so that they never consult a registry of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config.registry import CATEGORIES, Registry, get_registry, resolve
+from ..config.sections import ExperimentBase
+from ..core.correction import CorrectionNetwork, correction_for
+from ..core.flat_params import FlatParams
+from ..core.objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner, Window
+from ..core.windows import WindowSampler
+from ..execution.engine import Engine, LocalEngine, auto_chunk_size
+from ..execution.process_engine import ProcessEngine
+from ..execution.ray_engine import RayEngine
+from ..execution.workers import WorkerSpec
+from ..plugins.base import PluginSpec
+from ..plugins.errors import ZooframeError
+from ..plugins.estimator import Estimator
+from ..plugins.reference import ReferenceSource
+from ..plugins.simulator import Case, Simulator
+from . import checkpoint
+
+
+def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[str, list[Case]]) -> list[str]:
+    """What the config asks of the task that its reference source cannot give."""
+    problems = [f"evaluation.split: {source.describe()} offers no {split!r} cases (it has: {', '.join(splits) or 'none'})"
+                if split != "train" else f"{source.describe()} offers no 'train' cases, which training needs (it has: "
+                f"{', '.join(splits) or 'none'})"
+                for split in dict.fromkeys(("train", config.evaluation.split)) if not splits.get(split)]
+    needed = {"training.horizon": config.training.horizon, "evaluation.steps": config.evaluation.steps}
+    problems += [f"{name} is {steps}, but {source.describe()} holds {source.max_steps} steps per case; set {name} to "
+                 f"at most {source.max_steps}" for name, steps in needed.items()
+                 if source.max_steps is not None and steps > source.max_steps]
+    per_step, train = config.training.cases_per_step, len(splits.get("train", []))
+    if per_step is not None and train and per_step > train:
+        problems.append(f"training.cases_per_step is {per_step}, but {source.describe()} offers {train} training "
+                        f"cases; set it to at most {train}, or leave it out to take all of them each step")
+    return problems
+
+
+def init_weights_file(config: ExperimentBase) -> Path | None:
+    """The weights file ``training.init`` names (a run folder's ``model.pt``, or the file itself)."""
+    init = config.training.init
+    if init is None:
+        return None
+    path = Path(init)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ZooframeError(f"training.init: {init} is neither a finished run's folder (with model.pt) nor a weights "
+                            "file; train that run first, or give the folder of one that finished")
+    return path
+
+
+def load_init_weights(config: ExperimentBase, model: CorrectionNetwork, device: torch.device) -> None:
+    """Put the weights ``training.init`` names, normalization buffers included, into ``model``."""
+    path = init_weights_file(config)
+    if path is None:
+        return
+    state = checkpoint.load_tensors(path, device)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        theirs = path.parent / "config.json"
+        differs = ""
+        if theirs.is_file():
+            a = config.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+            b = json.loads(theirs.read_text()).get("model", {})
+            fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            differs = f"; the model sections differ in {', '.join('model.' + f for f in fields)}" if fields else ""
+        first = (str(exc).splitlines() or [""])[0]
+        raise ZooframeError(f"training.init: the weights in {path} do not fit this config's network ({first}){differs}; "
+                            "start from a run of the same model and task") from None
+
+
+def output_problems(out: Path) -> list[str]:
+    """Why the run folder ``out`` could not be created or written, if it could not."""
+    try:
+        return _folder_problems(out)
+    except (OSError, ValueError) as exc:
+        return [f"output.dir: {out} cannot be used: {exc}"]
+
+
+def _folder_problems(out: Path) -> list[str]:
+    if out.exists():
+        if not out.is_dir():
+            return [f"output.dir: {out} is a file, not a folder"]
+        return [] if os.access(out, os.W_OK | os.X_OK) else [f"output.dir: {out} is not writable"]
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"output.dir: {out} cannot be created: {parent} is a file"]
+    return [] if os.access(parent, os.W_OK | os.X_OK) else [f"output.dir: {out} cannot be created: {parent} is not "
+                                                             "writable"]
+
+
+def preflight(config: ExperimentBase, registry: Registry | None = None, output: str | Path | None = None) -> list[str]:
+    """Every problem that shows before any work: the run folder, and what the task (the simulator
+    and its reference source, built but not run) cannot give. Empty: ready to run."""
+    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    problems = output_problems(out)
+    try:
+        init_weights_file(config)
+    except ZooframeError as exc:
+        problems.append(str(exc))
+    parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
+    simulator = None
+    try:
+        simulator = parts["simulator"].build(device="cpu")
+        source = parts["reference"].build(simulator, device="cpu")
+        problems += task_problems(config, source, {name: list(cases) for name, cases in source.cases().items()})
+    except ZooframeError as exc:
+        problems.append(str(exc))
+    except Exception as exc:  # a plugin's own error while it is built: name the plugin
+        stage = "reference source" if simulator is not None else "simulator"
+        plugin = parts["reference" if simulator is not None else "simulator"].cls.__name__
+        problems.append(f"the {stage} plugin {plugin} could not be built: {type(exc).__name__}: {exc}")
+    finally:
+        if simulator is not None:
+            simulator.close()
+    return problems
+
+
+@dataclass
+class Experiment:
+    config: ExperimentBase
+    parts: dict[str, PluginSpec]
+    simulator: Simulator
+    source: ReferenceSource
+    runner: SimulatorRunner
+    estimator: Estimator | None  # None unless training.mode is 'zo'
+    model: CorrectionNetwork
+    flat: FlatParams
+    device: torch.device
+    dtype: torch.dtype
+    mask: torch.Tensor | None = None  # the sparsity mask of a finished run, when it had one
+    splits: dict[str, list[Case]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: ExperimentBase, registry: Registry | None = None) -> "Experiment":
+        registry = registry or get_registry()
+        ex = config.execution
+        if ex.device == "cuda" and not torch.cuda.is_available():
+            raise ZooframeError("execution.device is 'cuda' but PyTorch sees no CUDA device; use 'cpu'")
+        device, dtype = torch.device(ex.device), getattr(torch, ex.dtype)
+        parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES if getattr(config, c) is not None}
+        simulator = parts["simulator"].build(device=device)
+        try:  # a simulator that holds a process or files is closed when what follows refuses the config
+            source = parts["reference"].build(simulator, device=device)
+            splits = {name: list(cases) for name, cases in source.cases().items()}
+            problems = task_problems(config, source, splits)
+            if problems:
+                raise ZooframeError("; ".join(problems))
+            n_features = source.features(splits["train"][:1]).shape[1]
+            torch.manual_seed(config.training.seed)
+            model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)
+            load_init_weights(config, model, device)
+        except BaseException:
+            simulator.close()
+            raise
+        return cls(config, parts, simulator, source, SimulatorRunner(simulator),
+                   parts["estimator"].build() if "estimator" in parts else None, model,
+                   FlatParams(model), device, dtype, splits=splits)
+
+    # --- the task -------------------------------------------------------------------------------
+    def cases(self, split: str) -> list[Case]:
+        if split not in self.splits:
+            raise ZooframeError(f"no case set {split!r}: {self.source.describe()} has "
+                                f"{', '.join(sorted(self.splits))}")
+        return self.splits[split]
+
+    def features(self, cases: Sequence[Case]) -> torch.Tensor:
+        return torch.as_tensor(self.source.features(cases), device=self.device, dtype=self.dtype)
+
+    def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
+        ref = torch.as_tensor(self.source.trajectories(cases, steps), device=self.device, dtype=self.dtype)
+        expected = (len(cases), steps + 1, *self.simulator.state_spec.shape)
+        if tuple(ref.shape) != expected:
+            raise ZooframeError(f"{self.source.describe()} returned trajectories of shape {tuple(ref.shape)}, "
+                                f"expected {expected}")
+        return ref
+
+    # --- what the trainer runs on ---------------------------------------------------------------
+    def sampler(self, unroll: int) -> WindowSampler:
+        cfg = self.config.training
+        cases = self.cases("train")
+        return WindowSampler(cases, self.features(cases), self.reference(cases, cfg.horizon), unroll,
+                             cfg.cases_per_step, cfg.seed)
+
+    @property
+    def coupling(self) -> type[CorrectionObjective] | type[ModelThenSimulatorObjective]:
+        """The objective class the config's ``objective.coupling`` names."""
+        return {"correction": CorrectionObjective,
+                "model_then_simulator": ModelThenSimulatorObjective}[self.config.objective.coupling]
+
+    def window_steps(self) -> int:
+        """Reference steps per training window: ``training.unroll`` for the correction (1 in mode
+        non), ``objective.simulator_steps`` for model-then-simulator."""
+        if self.coupling is ModelThenSimulatorObjective:
+            return self.config.objective.simulator_steps
+        return 1 if self.config.training.mode == "non" else self.config.training.unroll
+
+    def objective(self, window: Window, solver_jacobian: str = "exact"):
+        """The training loss of one window as a batched function of parameter vectors."""
+        if self.coupling is ModelThenSimulatorObjective:
+            return ModelThenSimulatorObjective(self.runner, self.flat, window, solver_jacobian,
+                                               supervised=self.config.training.mode == "non")
+        return CorrectionObjective(self.runner, self.flat, window, solver_jacobian)
+
+    def fit_statistics(self, sampler: WindowSampler) -> None:
+        """The network's normalization, from the training reference: states, features, and the
+        changes the network should make to them (as the coupling defines them)."""
+        ref, steps = sampler.reference, sampler.unroll
+        states, changes = self.coupling.statistics(ref, sampler.cases, self.runner, steps)
+        if not torch.isfinite(changes).all():
+            raise ZooframeError(f"simulator {self.config.simulator.kind!r} returned NaN or Inf from the training "
+                                "reference's frames, which the network's normalization is fitted on; the code fails on "
+                                "the task's own states (or set model.normalize to false)")
+        per_case = states.shape[0] // ref.shape[0]
+        self.model.set_statistics(states, sampler.features.repeat_interleave(per_case, dim=0), changes)
+
+    def worker_spec(self) -> WorkerSpec:
+        return WorkerSpec(self.parts["simulator"], self.parts["model"], self.model.features,
+                          str(self.device), self.config.execution.dtype)
+
+    def engine(self, rows_per_query: int) -> Engine:
+        ex = self.config.execution
+        chunk = ex.chunk_size
+        if chunk == "auto":
+            spec = self.simulator.state_spec
+            chunk = auto_chunk_size(rows_per_query, math.prod(spec.shape), self.flat.dim,
+                                    torch.finfo(self.dtype).bits // 8, ex.memory_budget_mb)
+        if ex.backend == "process":
+            return ProcessEngine(self.worker_spec(), ex.workers, chunk, ex.threads_per_worker, ex.worker_restarts,
+                                 ex.worker_timeout_s)
+        if ex.backend == "ray":
+            return RayEngine(self.worker_spec(), ex.workers, chunk, ex.ray.address, ex.ray.object_store_mb,
+                             ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
+        return LocalEngine(chunk)
+
+    def optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        cfg = self.config.training
+        o, s = cfg.optimizer, cfg.schedule
+        params = self.model.parameters()
+        if o.name == "sgd":
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.name](params, lr=o.lr,
+                                                                                  weight_decay=o.weight_decay)
+        if s.name == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=s.min_lr)
+        elif s.name == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return opt, sched

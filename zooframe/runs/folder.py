@@ -1,0 +1,286 @@
+"""A run's output folder: resolved config, metrics.jsonl, model weights, summary.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config.sections import ExperimentBase, load_config
+from ..plugins.errors import ConfigError, ZooframeError
+from . import checkpoint
+from . import figures
+from ..core import sparsity
+from .export import export_correction
+from .evaluation import HeldOut, evaluate, held_out
+from .experiment import Experiment, output_problems
+from ..config.registry import Registry, get_registry
+from ..execution.threads import ThreadPolicy
+from .trainer import Trainer
+
+CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE, CHECKPOINT_FILE = (
+    "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json", "mask.pt", "model.sparse.pt",
+    "checkpoint.pt")
+FIGURE_FILES = ("loss.png", "mae.png", "snapshots.png")
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE,
+             CHECKPOINT_FILE, CHECKPOINT_FILE + ".tmp", *FIGURE_FILES)
+
+
+@dataclass
+class RunResult:
+    dir: Path
+    summary: dict[str, Any]
+    experiment: Experiment = field(repr=False)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.experiment.model
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
+        registry: Registry | None = None, on_step: Callable[[dict[str, Any], Trainer], None] | None = None,
+        resume: bool = False, force: bool = False) -> RunResult:
+    """Train and evaluate one experiment, writing everything into its run folder.
+
+    ``on_step(metrics, trainer)`` is called after each optimizer step with that step's metrics
+    (as written to ``metrics.jsonl``): a place for a caller's own monitoring.
+
+    A checkpoint is written every ``output.checkpoint_every`` steps and after the last. With
+    ``resume``, a stopped run continues from its checkpoint (the same steps as if it had never
+    stopped); a completed run is left as it is. A folder that holds another experiment is refused
+    unless ``force``; a new run in an old folder first removes the old run's files.
+
+    What the config asks and the task cannot give (and a run folder that cannot be written) is a
+    :class:`ConfigError` before the folder is touched. If training stops early (an error, Ctrl-C),
+    the weights and metrics so far are still written. Whatever fails once the folder exists
+    (building the trainer, training, evaluation, figures), ``summary.json`` ends with the status
+    and the error.
+    """
+    registry = registry or get_registry()
+    label = None if isinstance(config, (ExperimentBase, dict)) else str(config)
+    if not isinstance(config, ExperimentBase):
+        config = load_config(config, registry)
+    out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
+    problems = output_problems(out)
+    if problems:
+        raise ConfigError(problems, label)
+    try:  # before the folder: what the task cannot give is refused without leaving one behind
+        exp = Experiment.build(config, registry)
+    except ZooframeError as exc:
+        raise ConfigError([str(exc)], label) from exc
+    try:
+        return _start(exp, out, progress, on_step, resume, force)
+    finally:
+        exp.simulator.close()
+
+
+def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: bool, force: bool) -> RunResult:
+    config = exp.config
+    state = _prepare_folder(out, config, resume, force)
+    if state == "completed":
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        return RunResult(out, {**summary, "resumed": "nothing to do: the run had completed"}, _load_weights(exp, out))
+    if resume and state is None:
+        warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=3)
+    _write_json(out / CONFIG_FILE, config.to_json())
+    _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
+    try:
+        with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
+            return _run(exp, out, progress, threads, on_step, state)
+    except BaseException as exc:
+        _record_failure(out / SUMMARY_FILE, exc)
+        raise
+
+
+def _comparable(config: Any) -> dict:
+    """A config without what does not change the run (its editor schema, the progress bar)."""
+    if not isinstance(config, dict):
+        return {"(the whole config)": config}
+    config = {k: v for k, v in config.items() if k != "$schema"}
+    if isinstance(config.get("output"), dict):
+        config["output"] = {k: v for k, v in config["output"].items() if k != "progress"}
+    return config
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".") or "(the whole config)"]
+
+
+def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool) -> dict[str, Any] | str | None:
+    """The checkpoint to resume from, "completed", or None for a fresh start (the folder then holds
+    none of an earlier run's files). Only a zooframe run folder (one with config.json) is cleared;
+    a folder that holds a run's files without one is someone else's, and refused unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise ZooframeError(f"the run folder {out} is a file; choose another output.dir or --output")
+    old_config = out / CONFIG_FILE
+    if old_config.is_file():
+        try:
+            old = json.loads(old_config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        differ = _differences(_comparable(old), _comparable(config.to_json()))
+        if differ and (resume or not force):
+            what = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
+            hint = "resume it with its own config" if resume else "use --force (force=True) to replace that run"
+            raise ZooframeError(f"the run folder {out} holds another experiment (it differs in: {what}); choose another "
+                                f"output.dir or --output, or {hint}")
+        if resume:
+            summary = out / SUMMARY_FILE
+            status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+            if status == "completed":
+                return "completed"
+            if (out / CHECKPOINT_FILE).is_file():
+                return checkpoint.load(out / CHECKPOINT_FILE)
+    elif out.is_dir() and not force:
+        foreign = sorted(name for name in RUN_FILES if (out / name).exists())
+        if foreign:
+            raise ZooframeError(f"{out} holds {', '.join(foreign)} but no {CONFIG_FILE}: not a zooframe run folder, so "
+                                "nothing in it is replaced; choose another output.dir or --output, or --force")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    except (OSError, ValueError) as exc:
+        raise ZooframeError(f"cannot write the run folder {out}: {getattr(exc, 'strerror', None) or exc}") from None
+    return None
+
+
+def _record_failure(path: Path, exc: BaseException) -> None:
+    """Mark the summary as failed (or interrupted) at the stage it reached, keeping what it holds."""
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("status") in ("failed", "interrupted"):
+        return  # training wrote it, with its counts
+    summary["failed_in"] = {"building": "building the trainer (normalization, pruning, workers)", "trained": "evaluation"}.get(
+        summary.get("status"), summary.get("status"))
+    summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    summary["error"] = f"{type(exc).__name__}: {exc}"
+    _write_json(path, summary)
+
+
+def _kept_metrics(path: Path, steps: int) -> None:
+    """Keep the first ``steps`` lines of ``path``: those of the steps a checkpoint holds."""
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    if len(lines) < steps:
+        raise ZooframeError(f"{path} holds {len(lines)} steps and the checkpoint {steps}; the run folder was changed "
+                            "by hand: start the run again without --resume")
+    path.write_text("".join(lines[:steps]))
+
+
+def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolicy, callback,
+         resume: dict[str, Any] | None) -> RunResult:
+    config = exp.config
+    trainer = Trainer(exp, threads, resume)
+    show = config.output.progress if progress is None else progress
+    bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
+               leave=False)
+    summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running",
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
+    if resume is not None:
+        summary["resumed_from_step"] = trainer.step
+        _kept_metrics(out / METRICS_FILE, trainer.step)
+    every, total = config.output.checkpoint_every, config.training.steps
+    last: dict[str, Any] = {}
+    with open(out / METRICS_FILE, "a" if resume is not None else "w") as metrics:
+        def on_step(m: dict[str, Any]) -> None:
+            last.update(m)
+            metrics.write(json.dumps(m) + "\n")
+            metrics.flush()
+            if m["step"] % every == 0 or m["step"] == total:  # after the metrics line: never fewer lines than steps
+                checkpoint.save(out / CHECKPOINT_FILE, checkpoint.capture(trainer, m["wall_s"]))
+            bar.update(1)
+            if m["loss"] is not None:
+                bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
+            if callback:
+                callback(m, trainer)
+
+        try:
+            trainer.run(on_step)
+            summary["status"] = "trained"
+        except BaseException as exc:
+            summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            bar.close()
+            trainer.close()
+            torch.save(exp.model.state_dict(), out / MODEL_FILE)
+            if trainer.plan:
+                torch.save(trainer.plan.base.cpu(), out / MASK_FILE)
+                summary["sparsity"] = {"use": config.sparsity.use, "method": config.sparsity.method,
+                                       "active": int(trainer.plan.base.sum()), "parameters": exp.flat.dim,
+                                       "layers": sparsity.report(trainer.plan.base, exp.flat)}
+            summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
+                           wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
+                           worker_restarts=trainer.engine.restarts, faults=dict(trainer.faults),
+                           recovered=dict(trainer.recovered),
+                           retries=trainer.retried, skipped_steps=trainer.skipped,
+                           threads={"setting": threads.setting, "checks": threads.history})
+            _write_json(out / SUMMARY_FILE, summary)
+    if trainer.plan and config.sparsity.use == "model":
+        summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
+    threads.update()
+    results = held_out(exp)
+    summary["evaluation"] = results.summary()
+    summary["figures"] = write_figures(exp, out, results, summary["evaluation"])
+    summary["status"] = "completed"
+    _write_json(out / SUMMARY_FILE, summary)
+    return RunResult(out, summary, exp)
+
+
+def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, Any]) -> list[str] | str:
+    """Training loss, held-out MAE over time (``ev``: ``results.summary()``), and source /
+    corrected / reference snapshots."""
+    if not figures.available():
+        return "skipped: matplotlib is not installed (pip install 'zooframe[plot]')"
+    metrics = [m for m in map(json.loads, (out / METRICS_FILE).read_text().splitlines()) if m["loss"] is not None]
+    paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics]),
+             figures.error_curves(out / "mae.png", {"source": ev["src"]["mae_per_step"],
+                                                    "corrected": ev["corrected"]["mae_per_step"]},
+                                  f"held-out MAE ({results.split}, mean over {len(results.cases)} cases)")]
+    steps = results.reference.shape[1] - 1
+    times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
+    with torch.no_grad():
+        fields = {name: exp.simulator.render(states[0]) for name, states in
+                  (("source", results.src), ("corrected", results.corrected), ("reference", results.reference))}
+    paths.append(figures.snapshots(out / "snapshots.png", fields, times, f"held-out case {results.cases[0].name}"))
+    return [p.name for p in paths]
+
+
+def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experiment:
+    """The experiment of a finished run folder, with its trained weights loaded."""
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (run_dir / name).is_file():
+            raise ZooframeError(f"{run_dir} is not a run folder: {name} is missing")
+    return _load_weights(Experiment.build(load_config(run_dir / CONFIG_FILE, registry), registry), run_dir)
+
+
+def _load_weights(exp: Experiment, run_dir: Path) -> Experiment:
+    exp.model.load_state_dict(checkpoint.load_tensors(run_dir / MODEL_FILE, exp.device))
+    if (run_dir / MASK_FILE).is_file():
+        exp.mask = checkpoint.load_tensors(run_dir / MASK_FILE, exp.device)
+    return exp
+
+
+def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,
+                 registry: Registry | None = None) -> dict[str, Any]:
+    """Re-evaluate a run's trained model; writes ``evaluation.json`` into the run folder."""
+    result = evaluate(load_run(run_dir, registry), split, steps)
+    _write_json(Path(run_dir) / EVALUATION_FILE, result)
+    return result

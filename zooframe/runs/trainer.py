@@ -1,0 +1,320 @@
+"""The training loop: a gradient per step (ZO estimate or autograd), then a plain torch.optim step."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+import torch
+
+from . import checkpoint
+from ..execution.engine import LocalEngine
+from ..plugins.errors import ZooframeError
+from .experiment import Experiment
+from ..plugins.estimator import StepInputs
+from ..execution.fault_policy import LOST_WORKER, Evaluated, Guard, classify, describe, fault_message, resolve
+from ..plugins.faults import SimulatorNonFinite
+from ..core.objective import CorrectionObjective, Window
+from ..core.sparsity import SparsityPlan, initial_scores
+from ..execution.threads import ThreadPolicy
+
+
+def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The gradient of ``objective`` at ``theta`` by autograd (through the solver as the
+    objective's ``solver_jacobian`` says) and the loss there: one rollout and its backward pass.
+    A loss or gradient that is not finite raises :class:`SimulatorNonFinite`."""
+    theta = theta.detach().requires_grad_(True)
+    loss = objective(theta[None])[0]
+    (grad,) = torch.autograd.grad(loss, theta)
+    return _finite(grad, loss.detach())
+
+
+def autograd_term_gradients(objective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``[m, d]``: the gradient of each of ``objective.terms`` at ``theta`` by autograd, and the
+    loss (their mean): one rollout and m backward passes. As :func:`autograd_gradient` otherwise."""
+    theta = theta.detach().requires_grad_(True)
+    terms = objective.terms(theta[None])[0]
+    grads = torch.stack([torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0]
+                         for i, term in enumerate(terms)])
+    return _finite(grads, terms.detach().mean())
+
+
+def _finite(grad: torch.Tensor, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
+    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
+        raise SimulatorNonFinite(f"the rollout's loss ({float(loss)}) or its gradient is not finite")
+    return grad, float(loss)
+
+
+class StepSkipped(Exception):
+    """The fault policy left no estimate for this step: no optimizer step is taken."""
+
+
+@dataclass
+class FaultTally:
+    """One step's (or the run's) queries, faults by class and retries."""
+
+    queries: int = 0
+    retried: int = 0
+    faults: Counter = field(default_factory=Counter)
+    recovered: Counter = field(default_factory=Counter)
+
+    def add(self, faults: dict[str, int], retried: int = 0, queries: int = 0,
+            recovered: dict[str, int] | None = None) -> None:
+        self.faults.update(faults)
+        self.recovered.update(recovered or {})
+        self.retried += retried
+        self.queries += queries
+
+    def record(self, evaluated: Evaluated) -> None:
+        """The queries of one guarded evaluation and what became of them."""
+        self.add(evaluated.counts(), evaluated.retried, len(evaluated.faults), evaluated.recovered)
+
+
+PROVIDED_INPUTS = frozenset(f.name for f in fields(StepInputs))
+
+
+def check_inputs(exp: Experiment) -> None:
+    """A ZO run's estimator gets what it declares, and declares what the run would give it."""
+    estimator, kind = exp.estimator, exp.config.estimator.kind
+    unknown = set(estimator.inputs) - PROVIDED_INPUTS
+    if unknown:
+        raise ZooframeError(f"estimator {kind!r} asks for {', '.join(sorted(unknown))}, which the trainer does not "
+                            f"provide (it provides: {', '.join(sorted(PROVIDED_INPUTS))})")
+    if exp.config.sparsity.method != "none" and "mask" not in estimator.inputs:
+        raise ZooframeError(f"estimator {kind!r} takes no sparsity mask; set sparsity.method to 'none' or use an "
+                            "estimator whose inputs include 'mask' (the built-in cge, rge and guided do)")
+
+
+class Trainer:
+    """Runs ``training.steps`` optimizer steps; ``on_step`` receives each step's metrics."""
+
+    def __init__(self, exp: Experiment, threads: ThreadPolicy | None = None, resume: dict[str, Any] | None = None):
+        """``resume``: a checkpoint (:mod:`zooframe.runs.checkpoint`) to continue from."""
+        self.exp = exp
+        self._own_threads = threads is None  # then close() restores them
+        self.threads = threads or ThreadPolicy(exp.config.execution.threads)
+        try:
+            self._build(resume)
+            if resume is not None:
+                checkpoint.restore(self, resume)
+        except BaseException:
+            if self._own_threads:
+                self.threads.restore()
+            raise
+
+    def _build(self, resume: dict[str, Any] | None) -> None:
+        exp = self.exp
+        cfg = exp.config.training
+        if cfg.mode == "fo" and not exp.simulator.differentiable:
+            raise ZooframeError(f"training.mode 'fo' needs a differentiable simulator, and "
+                                f"{exp.config.simulator.kind!r} is not; use 'zo', 'nog' or 'non'")
+        self.unroll = exp.window_steps()
+        self.jacobian = "exact" if cfg.mode == "fo" else cfg.solver_jacobian
+        if cfg.mode == "zo":
+            check_inputs(exp)
+        self.sampler = exp.sampler(self.unroll)
+        if getattr(exp.config.model, "normalize", True) and cfg.init is None:  # init brings its own
+            exp.fit_statistics(self.sampler)
+        self.optimizer, self.scheduler = exp.optimizer()
+        self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
+        self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.queries = 0
+        self.guard = Guard.from_config(exp.config.execution.faults)
+        self.tally = FaultTally()  # the current step's
+        self.faults: Counter = Counter()  # the run's, by class
+        self.recovered: Counter = Counter()
+        self.retried = 0
+        self.skipped: list[int] = []  # steps that took no optimizer step
+        self._skipped_in_a_row = 0
+        self.elapsed_before = 0.0  # wall seconds of the run before a resume
+        try:
+            if exp.config.sparsity.method == "none":
+                self.plan = None
+            elif resume is not None:  # the checkpoint's scores, without pruning again
+                self.plan = SparsityPlan(exp.config.sparsity, exp.flat, resume["plan"]["scores"].to(exp.device),
+                                         exp.config.training.seed + 4)
+            else:
+                self.plan = self._prune()
+        except BaseException:
+            self.engine.close()  # no worker processes or Ray actors left behind
+            raise
+
+    def _prune(self) -> SparsityPlan:
+        """Pruning at initialization, on a window of its own (the training windows stay as dense runs see them)."""
+        exp, seed = self.exp, self.exp.config.training.seed
+        window = self.sampler.sample(-1, torch.Generator().manual_seed(seed + 2))
+        objective = exp.objective(window)
+        scores, used = initial_scores(exp.config.sparsity, exp.flat.get(), objective, self.engine.evaluate,
+                                      torch.Generator(device=exp.device).manual_seed(seed + 3))
+        self.queries += used
+        plan = SparsityPlan(exp.config.sparsity, exp.flat, scores, seed + 4)
+        plan.enforce()
+        return plan
+
+    @property
+    def simulator_seconds(self) -> float:
+        """Time inside simulator calls so far, here and in remote workers."""
+        return self.exp.runner.seconds + self.engine.remote_seconds
+
+    def close(self) -> None:
+        self.engine.close()
+        if self._own_threads:
+            self.threads.restore()
+
+    def gradient(self, window: Window) -> tuple[torch.Tensor, float | None]:
+        """The step's gradient and the loss at the current parameters; the queries it took and its
+        faults go into ``self.tally``. Raises :class:`StepSkipped` when the fault policy leaves no
+        estimate to take a step from."""
+        exp = self.exp
+        objective = self._attempt("computing the window's first solver step", lambda: exp.objective(window, self.jacobian))
+        theta = exp.flat.get()
+        mask = self.plan.mask(self.step) if self.plan else None
+        if exp.config.training.mode != "zo":
+            grad, loss = self._attempt("the rollout under autograd", lambda: autograd_gradient(objective, theta))
+            return grad if mask is None else grad * mask, loss
+        given, loss = self.step_inputs(objective, theta, mask)
+        with torch.no_grad():
+            queries = exp.estimator.ask(theta, self.generator, given)
+            evaluated = self.engine.evaluate_all(objective, queries, self.guard)
+            self.tally.record(evaluated)
+            outcome = resolve(evaluated, exp.config.execution.faults)
+            if outcome.aborting:
+                raise ZooframeError(fault_message(evaluated, exp.config.simulator.kind, self.step)) from evaluated.exception
+            grad = self._estimate(queries, outcome)
+            if queries.with_center and outcome.usable[0]:
+                loss = float(outcome.values[0])
+            elif loss is None:
+                centre = self.guard(objective, theta[None])
+                self.tally.record(centre)
+                loss = float(centre.values[0]) if centre.faults[0] is None else None  # the loss is only reported
+        return grad, loss
+
+    def _estimate(self, queries, outcome) -> torch.Tensor:
+        """The estimator's gradient from the queries the fault policy left usable."""
+        estimator, policy = self.exp.estimator, self.exp.config.execution.faults
+        dropped, n = int((~outcome.usable).sum()), len(queries)
+        lost = dropped + outcome.penalised
+        if lost > policy.max_lost_fraction * n:
+            raise StepSkipped(f"{lost} of {n} queries lost (skipped or penalised), more than "
+                              f"execution.faults.max_lost_fraction ({policy.max_lost_fraction:g})")
+        if not dropped:
+            return estimator.tell(queries, outcome.values)
+        if not estimator.partial:
+            raise StepSkipped(f"{dropped} of {n} queries skipped, and estimator {self.exp.config.estimator.kind!r} "
+                              "estimates from complete query sets only")
+        grad = estimator.tell(queries, outcome.values, outcome.usable)
+        if grad is None:
+            raise StepSkipped(f"{dropped} of {n} queries skipped, and the rest give no estimate (the centre query, or "
+                              "every pair, was among them)")
+        return grad
+
+    def step_inputs(self, objective: CorrectionObjective, theta: torch.Tensor,
+                    mask: torch.Tensor | None) -> tuple[StepInputs, float | None]:
+        """What the estimator declared it needs (``Estimator.inputs``), and the loss at theta when
+        computing them gave it."""
+        wants = self.exp.estimator.inputs
+        surrogate, surrogates, loss = None, None, None
+        if "surrogates" in wants:
+            surrogates, loss = self._attempt("the surrogate gradients' rollout",
+                                             lambda: autograd_term_gradients(objective, theta))
+            surrogate = surrogates.mean(0) if "surrogate" in wants else None
+        elif "surrogate" in wants:
+            surrogate, loss = self._attempt("the surrogate gradient's rollout", lambda: autograd_gradient(objective, theta))
+        if loss is not None:
+            self.tally.queries += 1
+        if mask is not None:
+            surrogate = None if surrogate is None else surrogate * mask
+            surrogates = None if surrogates is None else surrogates * mask
+        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate, surrogates=surrogates), loss
+
+    def _attempt(self, what: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, a part of the step that all its queries share, under the fault policy:
+        retried as configured; then either the run aborts or the step is skipped (a penalty has no
+        meaning without queries)."""
+        policy, attempts = self.exp.config.execution.faults, 0
+        while True:
+            try:
+                result = compute()
+                if attempts:
+                    self.tally.recovered[fault] += 1
+                return result
+            except Exception as exc:
+                fault = classify(exc)
+                if attempts < policy.retries_for(fault):
+                    attempts += 1
+                    self.tally.retried += 1
+                    continue
+                self.tally.add({fault: 1})
+                if policy.action(fault) == "abort":
+                    raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed at step {self.step} while "
+                                        f"{what} ({fault}): {describe(exc)}. The fault policy (execution.faults) "
+                                        "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
+                raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
+
+    def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
+        cfg = self.exp.config.training
+        start = time.perf_counter()
+        first = self.step
+        while self.step < cfg.steps:
+            self.threads.update(force=self.step == first)
+            sim_before, lost_before = self.simulator_seconds, self.engine.lost
+            step_start = time.perf_counter()
+            self.tally = FaultTally()
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                grad, loss = self.gradient(self.sampler.sample(self.step))
+                if not torch.isfinite(grad).all():
+                    self._nonfinite_gradient()
+                skipped = None
+            except StepSkipped as exc:
+                skipped, loss, last_skip = str(exc), None, exc
+            except BaseException:
+                self._account(self.tally, lost_before)  # an aborted step's faults are in the summary too
+                raise
+            if skipped is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.exp.flat.set_grad(grad)
+                self.optimizer.step()
+                if self.plan:
+                    self.plan.enforce()
+            with warnings.catch_warnings():  # a skipped first step: the schedule follows the step count anyway
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                self.scheduler.step()
+            self.step += 1
+            tally = self._account(self.tally, lost_before)
+            metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.queries,
+                       "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
+                       "sim_s": self.simulator_seconds - sim_before,
+                       "wall_s": self.elapsed_before + time.perf_counter() - start}
+            if tally.faults or tally.retried:
+                metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
+            if skipped is not None:
+                metrics["skipped"] = skipped
+                self.skipped.append(self.step)
+            self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped is not None else 0
+            on_step(metrics)  # the trainer's state is the step's end: a checkpoint may be taken here
+            limit = self.exp.config.execution.faults.max_skipped_in_a_row
+            if self._skipped_in_a_row >= limit:
+                raise ZooframeError(f"{limit} steps in a row were skipped (execution.faults.max_skipped_in_a_row), "
+                                    f"the last at step {self.step}: {skipped}") from last_skip.__cause__
+
+    def _account(self, tally: FaultTally, lost_before: int) -> FaultTally:
+        """Add a step's queries and faults (with its lost workers) to the run's."""
+        if self.engine.lost > lost_before:
+            tally.add({LOST_WORKER: self.engine.lost - lost_before})
+        self.queries += tally.queries
+        self.faults.update(tally.faults)
+        self.recovered.update(tally.recovered)
+        self.retried += tally.retried
+        return tally
+
+    def _nonfinite_gradient(self) -> None:
+        """A gradient with NaN or Inf from finite losses (an overflow): a nonfinite fault of the step."""
+        self.tally.add({"nonfinite": 1})
+        if self.exp.config.execution.faults.action("nonfinite") == "abort":
+            raise ZooframeError(f"the gradient at step {self.step} is not finite; no optimizer step was taken")
+        raise StepSkipped("the gradient is not finite")
