@@ -141,8 +141,11 @@ def long_rollout(methods: dict[str, dict], folders: dict[str, list[Path]], steps
     """Adds each method's held-out MAE over ``steps`` to its row (the runs in ``folders[method]``,
     one per seed) and the source's to ``methods["src"]``; returns the ratios at that length."""
     key = f"{steps}_steps"
-    evals = {method: [zooframe.evaluate(zooframe.load_run(folder), steps=steps) for folder in runs]
-             for method, runs in folders.items()}
+    def evaluate(folder: Path) -> dict:
+        with zooframe.load_run(folder) as exp:
+            return zooframe.evaluate(exp, steps=steps)
+
+    evals = {method: [evaluate(folder) for folder in runs] for method, runs in folders.items()}
     for method, done in evals.items():
         maes = [e["corrected"]["mae_mean"] for e in done]
         spread = statistics.stdev(maes) if len(maes) > 1 else done[0]["corrected"]["mae_std"]

@@ -91,7 +91,8 @@ def cmd_export(args) -> int:
     from .runs.folder import SPARSE_FILE, load_run
 
     path = Path(args.output or Path(args.run_dir) / SPARSE_FILE)
-    info = export_correction(load_run(args.run_dir), path)
+    with load_run(args.run_dir) as exp:
+        info = export_correction(exp, path)
     text = (f"wrote {path}: {info['nonzeros']} of {info['parameters']} weights non-zero, "
             f"{info['sparse_bytes']} bytes instead of {info['dense_bytes']} dense")
     _emit({"file": str(path), **info}, args.json, text)
@@ -115,8 +116,11 @@ def cmd_check(args) -> int:
 
     config = load_config(args.config)
     sim = resolve("simulator", config.simulator).build(device=config.execution.device)
-    source = resolve("reference", config.reference).build(sim, device=config.execution.device)
-    report = check_simulator(sim, reference=source, raise_on_failure=False)
+    try:
+        source = resolve("reference", config.reference).build(sim, device=config.execution.device)
+        report = check_simulator(sim, reference=source, raise_on_failure=False)
+    finally:
+        sim.close()
     data = {"simulator": report.simulator, "passed": report.passed, "skipped": report.skipped,
             "failures": [vars(f) for f in report.failures]}
     _emit(data, args.json, report.text())

@@ -289,7 +289,11 @@ def check_simulator(simulator: Simulator, reference: ReferenceSource | str | Pat
         except Exception as exc:
             raise _Failed(f"rebuilding from the pickled config raised {type(exc).__name__}: {exc}",
                           "__init__(config, device) must build everything the step needs from the config")
-        if not _close(_step(copy, start, task_cases, seed), ok["out"], rtol):
+        try:
+            same = _close(_step(copy, start, task_cases, seed), ok["out"], rtol)
+        finally:
+            copy.close()
+        if not same:
             raise _Failed("a copy rebuilt from the pickled config steps differently",
                           "keep everything that changes the step in the config, not in attributes set later")
 

@@ -139,6 +139,10 @@ def preflight(config: ExperimentBase, registry: Registry | None = None, output: 
 
 @dataclass
 class Experiment:
+    """A config's simulator, reference source, network and estimator, built and ready to train
+    or evaluate. A context manager: leaving it closes the simulator (its processes, files), and
+    the simulator starts again what it needs if it is used after that."""
+
     config: ExperimentBase
     parts: dict[str, PluginSpec]
     simulator: Simulator
@@ -177,6 +181,15 @@ class Experiment:
         return cls(config, parts, simulator, source, SimulatorRunner(simulator),
                    parts["estimator"].build() if "estimator" in parts else None, model,
                    FlatParams(model), device, dtype, splits=splits)
+
+    def close(self) -> None:
+        self.simulator.close()
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # --- the task -------------------------------------------------------------------------------
     def cases(self, split: str) -> list[Case]:

@@ -81,10 +81,8 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
         exp = Experiment.build(config, registry)
     except ZooframeError as exc:
         raise ConfigError([str(exc)], label) from exc
-    try:
+    with exp:
         return _start(exp, out, progress, on_step, resume, force)
-    finally:
-        exp.simulator.close()
 
 
 def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: bool, force: bool) -> RunResult:
@@ -263,7 +261,8 @@ def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, An
 
 
 def load_run(run_dir: str | Path, registry: Registry | None = None) -> Experiment:
-    """The experiment of a finished run folder, with its trained weights loaded."""
+    """The experiment of a finished run folder, with its trained weights loaded; use it as a
+    context manager (``with load_run(folder) as exp:``) so that its simulator is closed."""
     run_dir = Path(run_dir)
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (run_dir / name).is_file():
@@ -281,6 +280,7 @@ def _load_weights(exp: Experiment, run_dir: Path) -> Experiment:
 def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,
                  registry: Registry | None = None) -> dict[str, Any]:
     """Re-evaluate a run's trained model; writes ``evaluation.json`` into the run folder."""
-    result = evaluate(load_run(run_dir, registry), split, steps)
+    with load_run(run_dir, registry) as exp:
+        result = evaluate(exp, split, steps)
     _write_json(Path(run_dir) / EVALUATION_FILE, result)
     return result

@@ -20,14 +20,14 @@ def export_reference(config: ExperimentBase | dict | str | Path, path: str | Pat
     ``evaluation.steps``). Returns what was written."""
     if not isinstance(config, ExperimentBase):
         config = load_config(config, registry)
-    exp = Experiment.build(config, registry)
     steps = steps or max(config.training.horizon, config.evaluation.steps)
     names, splits, trajectories, features = [], [], [], []
-    for split, cases in exp.splits.items():
-        names += [c.name for c in cases]
-        splits += [split] * len(cases)
-        trajectories.append(exp.reference(cases, steps).double().cpu().numpy())
-        features.append(exp.features(cases).double().cpu().numpy())
+    with Experiment.build(config, registry) as exp:
+        for split, cases in exp.splits.items():
+            names += [c.name for c in cases]
+            splits += [split] * len(cases)
+            trajectories.append(exp.reference(cases, steps).double().cpu().numpy())
+            features.append(exp.features(cases).double().cpu().numpy())
     cases = [c for split in exp.splits.values() for c in split]
     parameter_names = sorted({k for c in cases for k in c.params})
     parameters = {k: [float(c.params.get(k, np.nan)) for c in cases] for k in parameter_names}

@@ -29,8 +29,8 @@ def main() -> None:
     for method in ("non", "nog", "zo_sol"):
         if not (args.runs / method / "model.pt").is_file():
             continue
-        exp = load_run(args.runs / method)
-        held = held_out(exp)
+        with load_run(args.runs / method) as exp:
+            held = held_out(exp)
         if not curves:
             curves["reference"] = traces(exp.simulator, held.reference)
             curves["source"] = traces(exp.simulator, held.src)
