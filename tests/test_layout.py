@@ -20,7 +20,7 @@ ALLOWED = {
     "plugins": set(),
     "builtins": {"plugins"},
     "core": {"plugins", "builtins"},
-    "config": {"plugins", "builtins"},
+    "config": {"plugins", "builtins", "core"},
     "execution": {"plugins", "builtins", "core"},
     "runs": {"plugins", "builtins", "core", "config", "execution"},
 }

@@ -17,7 +17,9 @@ from pydantic import (
     model_validator,
 )
 
+from ..core.objective import COUPLINGS
 from ..plugins.errors import ConfigError
+from ..plugins.faults import FAULT_CLASSES
 from .registry import CATEGORIES, Registry, get_registry
 
 
@@ -68,10 +70,8 @@ class TrainingConfig(Section):
 
 
 class ObjectiveConfig(Section):
-    coupling: Literal["correction", "model_then_simulator"] = Field(
-        "correction", description="correction: s[t+1] = P(s[t]) + model(P(s[t])), unrolled against the reference "
-        "(solver-in-the-loop); model_then_simulator: y = P^k(x + model(x)), the network predicts the code's input "
-        "whose k steps reproduce the observation x (inverse problems)")
+    coupling: Literal[tuple(COUPLINGS)] = Field(
+        "correction", description="; ".join(f"{name}: {c.summary}" for name, c in COUPLINGS.items()))
     simulator_steps: int = Field(1, ge=1, description="model_then_simulator: code steps k from the network's "
                                  "prediction to the observation (training.unroll is not used)")
 
@@ -105,7 +105,7 @@ class RayConfig(Section):
     object_store_mb: int | None = Field(None, ge=64, description="object store of a local instance (default: Ray's)")
 
 
-FaultClass = Literal["exception", "timeout", "output", "shape", "nonfinite"]
+FaultClass = Literal[FAULT_CLASSES]
 FaultAction = Literal["abort", "skip", "penalty"]
 
 
@@ -136,7 +136,7 @@ class FaultConfig(Section):
 
     @model_validator(mode="after")
     def _penalty_given(self):
-        actions = {self.action(f) for f in FaultClass.__args__}
+        actions = {self.action(f) for f in FAULT_CLASSES}
         if "penalty" in actions and self.penalty is None:
             raise ValueError("a penalty policy needs the loss value that stands for a failed query: set "
                              "execution.faults.penalty (e.g. a few times the initial loss)")
@@ -212,14 +212,9 @@ class ExperimentBase(Section):
         if self.training.mode == "zo" and getattr(self, "estimator", None) is None:
             raise ValueError("estimator: required when training.mode is 'zo' (the gradient is estimated from "
                              "queries), e.g. {\"kind\": \"subspace\"} or {\"kind\": \"cge\"}")
-        steps = self.objective.simulator_steps
-        if self.objective.coupling == "model_then_simulator":
-            for name, n in (("training.horizon", self.training.horizon), ("evaluation.steps", self.evaluation.steps)):
-                if steps > n:
-                    raise ValueError(f"objective.simulator_steps ({steps}) must not exceed {name} ({n})")
-            if self.training.solver_jacobian == "drop" and self.training.mode == "nog":
-                raise ValueError("training.solver_jacobian 'drop' leaves model_then_simulator no gradient in mode "
-                                 "'nog' (the network reaches the loss only through the code); use 'identity'")
+        problems = COUPLINGS[self.objective.coupling].config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

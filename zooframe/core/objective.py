@@ -1,8 +1,11 @@
-"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the two coupling patterns
-(``objective.coupling`` in the config).
+"""Batched black-box objectives ``f(thetas [Q, d]) -> losses [Q]`` for the coupling patterns
+(``objective.coupling`` in the config, one class each in :data:`COUPLINGS`).
 
 The simulator sees one batch of Q x B rows per step (B cases per query); the model is evaluated
-for all Q parameter vectors in one vectorized call.
+for all Q parameter vectors in one vectorized call. A coupling owns everything that differs
+between patterns: how long a training window is, how its objective is built, the normalization
+statistics, the config it refuses, and its held-out rollouts. A new pattern is a new class here
+and an entry in :data:`COUPLINGS`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -79,15 +82,48 @@ class Window:
     seed: int
 
 
-class _Coupling:
-    """What both couplings share: the window, the network's corrections for Q parameter vectors at
-    once, and the solver call under autograd (see ``solver_jacobian`` below)."""
+class Coupling:
+    """What every coupling shares: the window, the network's corrections for Q parameter vectors
+    at once, and the solver call under autograd (see ``solver_jacobian`` below). ``config`` in the
+    class methods is the experiment config; only the coupling's own fields are read."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # what the config's field description says of it
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
                  solver_jacobian: SolverJacobian = "exact"):
         self.runner, self.flat, self.window = runner, flat, window
         self.solver_jacobian = solver_jacobian
         self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
+
+    @classmethod
+    def window_steps(cls, config) -> int:
+        """Reference steps per training window."""
+        raise NotImplementedError
+
+    @classmethod
+    def for_window(cls, runner: SimulatorRunner, flat: FlatParams, window: Window, solver_jacobian: SolverJacobian,
+                   config) -> Coupling:
+        """The training objective of one window."""
+        return cls(runner, flat, window, solver_jacobian)
+
+    @classmethod
+    def config_problems(cls, config) -> list[str]:
+        """What in ``config`` this coupling cannot run (each a ``field: why`` sentence)."""
+        return []
+
+    @staticmethod
+    def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
+        """Example inputs of the network and the changes it should make to them, from the training
+        reference ``[N, T + 1, C, *S]`` (the normalization is fitted on them)."""
+        raise NotImplementedError
+
+    @classmethod
+    def held_out(cls, runner: SimulatorRunner, model, cases: list[Case], features: torch.Tensor,
+                 reference: torch.Tensor, config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Held-out states ``(reference, src, corrected, extra)``, each ``[B, T + 1, C, *S]``: what the
+        uncorrected and the corrected code give beside the reference they are judged against."""
+        raise NotImplementedError
 
     def options(self) -> dict:
         """Constructor arguments beyond the window that change the loss (a worker needs them)."""
@@ -121,7 +157,7 @@ class _Coupling:
         return model.outputs(self.flat.batched_forward(thetas, x, batched=(not shared,), submodule="net"))
 
 
-class CorrectionObjective(_Coupling):
+class CorrectionObjective(Coupling):
     """Solver-in-the-loop: ``s[t+1] = P(s[t]) + model(P(s[t]))`` for m steps from each window's
     start, loss = mean squared error against the reference frames, averaged over the m steps.
 
@@ -136,10 +172,25 @@ class CorrectionObjective(_Coupling):
     last two call the simulator as a black box, at the rollout's own cost.
     """
 
+    name = "correction"
+    summary = "s[t+1] = P(s[t]) + model(P(s[t])), unrolled against the reference (solver-in-the-loop)"
+
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
                  solver_jacobian: SolverJacobian = "exact"):
         super().__init__(runner, flat, window, solver_jacobian)
         self.first = runner(window.start, window.cases, window.seed)
+
+    @classmethod
+    def window_steps(cls, config) -> int:
+        """``training.unroll``; 1 in mode non (supervised one-step training)."""
+        return 1 if config.training.mode == "non" else config.training.unroll
+
+    @classmethod
+    def held_out(cls, runner, model, cases, features, reference, config):
+        """Rollouts from the reference's first frame, without and with the correction."""
+        steps = reference.shape[1] - 1
+        return (reference, rollout(runner, model, reference[:, 0], cases, features, steps, corrected=False),
+                rollout(runner, model, reference[:, 0], cases, features, steps, corrected=True), {})
 
     @staticmethod
     def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
@@ -171,7 +222,7 @@ class CorrectionObjective(_Coupling):
         return losses
 
 
-class ModelThenSimulatorObjective(_Coupling):
+class ModelThenSimulatorObjective(Coupling):
     """``y = P^k(u)`` with ``u = x + model(x)``: the network turns an observation ``x`` (each
     window's last frame, k reference steps after its start) into the input of the black-box code,
     which should reproduce the observation in k steps; loss = mean squared error of ``y`` against
@@ -184,10 +235,61 @@ class ModelThenSimulatorObjective(_Coupling):
     network reaches the loss only through the code).
     """
 
+    name = "model_then_simulator"
+    summary = ("y = P^k(x + model(x)), the network predicts the code's input whose k steps reproduce the "
+               "observation x (inverse problems)")
+
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
                  solver_jacobian: SolverJacobian = "exact", supervised: bool = False):
         super().__init__(runner, flat, window, solver_jacobian)
         self.supervised = supervised
+
+    @classmethod
+    def window_steps(cls, config) -> int:
+        """``objective.simulator_steps``: the code steps from the network's prediction to the observation."""
+        return config.objective.simulator_steps
+
+    @classmethod
+    def for_window(cls, runner, flat, window, solver_jacobian, config):
+        return cls(runner, flat, window, solver_jacobian, supervised=config.training.mode == "non")
+
+    @classmethod
+    def config_problems(cls, config) -> list[str]:
+        steps = config.objective.simulator_steps
+        problems = [f"objective.simulator_steps ({steps}) must not exceed {name} ({n})"
+                    for name, n in (("training.horizon", config.training.horizon),
+                                    ("evaluation.steps", config.evaluation.steps)) if steps > n]
+        if config.training.solver_jacobian == "drop" and config.training.mode == "nog":
+            problems.append("training.solver_jacobian 'drop' leaves model_then_simulator no gradient in mode 'nog' "
+                            "(the network reaches the loss only through the code); use 'identity'")
+        return problems
+
+    @classmethod
+    @torch.no_grad()
+    def held_out(cls, runner, model, cases, features, reference, config):
+        """Every reference frame from k on is an observation x; ``corrected`` is what the code makes
+        in k steps of the network's input ``x + model(x)``, ``src`` what it makes of ``x`` itself (no
+        network). Frame j of each holds observation time k + j - 1 (frame 0: the initial states,
+        shared). ``recovered_input`` compares the network's input with the states that did produce
+        the observations."""
+        k = config.objective.simulator_steps
+        n, times = len(cases), reference.shape[1] - k
+        x = reference[:, k:].flatten(0, 1)
+        rows = [c for c in cases for _ in range(times)]
+        u = x + model(x, features.repeat_interleave(times, dim=0))
+
+        def code(s):
+            for t in range(k):
+                s = runner(s, rows, t)
+            return s.unflatten(0, (n, times))
+
+        def with_start(frames):
+            return torch.cat([reference[:, :1], frames], dim=1)
+
+        truth = reference[:, :-k].flatten(0, 1)
+        extra = {"recovered_input": {"corrected_mae": float((u - truth).abs().mean()),
+                                     "observation_mae": float((x - truth).abs().mean())}, "simulator_steps": k}
+        return with_start(reference[:, k:]), with_start(code(x)), with_start(code(u)), extra
 
     def options(self) -> dict:
         return {"supervised": self.supervised}
@@ -215,7 +317,7 @@ class WindowRecipe(Recipe):
     """Either coupling, rebuilt on a worker from its window and the network's buffers."""
 
     token: str
-    objective: type[_Coupling]
+    objective: type[Coupling]
     window: Window
     buffers: dict[str, torch.Tensor]
     options: dict
@@ -223,3 +325,19 @@ class WindowRecipe(Recipe):
     def build(self, runner, flat):
         flat.module.load_state_dict(self.buffers, strict=False)
         return self.objective(runner, flat, self.window, **self.options)
+
+
+COUPLINGS: dict[str, type[Coupling]] = {c.name: c for c in (CorrectionObjective, ModelThenSimulatorObjective)}
+
+
+@torch.no_grad()
+def rollout(runner: SimulatorRunner, model, start: torch.Tensor, cases: Sequence[Case], features: torch.Tensor,
+            steps: int, corrected: bool, seed: int = 0) -> torch.Tensor:
+    """States ``[B, steps + 1, C, *S]`` from ``start``, with or without the learned correction."""
+    frames, s = [start], start
+    for t in range(steps):
+        s = runner(s, cases, seed + t)
+        if corrected:
+            s = s + model(s, features)
+        frames.append(s)
+    return torch.stack(frames, dim=1)

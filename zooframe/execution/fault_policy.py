@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..plugins.faults import SimulatorFault
+from ..plugins.faults import FAULT_CLASSES, SimulatorFault
 
-FAULT_CLASSES = ("exception", "timeout", "output", "shape", "nonfinite")
 LOST_WORKER = "lost_worker"
 
 
@@ -172,3 +171,47 @@ def fault_message(evaluated: Evaluated, simulator: str, step: int) -> str:
             f"them. First error: {first}. The fault policy "
             "(execution.faults) aborts on these; set execution.faults.policy to 'retry', 'skip' or 'penalty' to "
             "ride them out")
+
+
+@dataclass
+class FaultTally:
+    """Queries, faults by class, retries and recoveries: of one step, or of a whole run, which
+    also keeps the steps that took no optimizer step (``skipped``) and how many of the last
+    steps in a row did so."""
+
+    queries: int = 0
+    retried: int = 0
+    faults: Counter = field(default_factory=Counter)
+    recovered: Counter = field(default_factory=Counter)
+    skipped: list[int] = field(default_factory=list)
+    skipped_in_a_row: int = 0
+
+    def add(self, faults: dict[str, int], retried: int = 0, queries: int = 0,
+            recovered: dict[str, int] | None = None) -> None:
+        self.faults.update(faults)
+        self.recovered.update(recovered or {})
+        self.retried += retried
+        self.queries += queries
+
+    def record(self, evaluated: Evaluated) -> None:
+        """The queries of one guarded evaluation and what became of them."""
+        self.add(evaluated.counts(), evaluated.retried, len(evaluated.faults), evaluated.recovered)
+
+    def merge(self, step: FaultTally) -> None:
+        """Add one step's tally to this run's."""
+        self.add(step.faults, step.retried, step.queries, step.recovered)
+
+    def step_ended(self, step: int, skipped: bool) -> None:
+        if skipped:
+            self.skipped.append(step)
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+
+    def state_dict(self) -> dict:
+        return {"queries": self.queries, "faults": dict(self.faults), "recovered": dict(self.recovered),
+                "retried": self.retried, "skipped": list(self.skipped), "skipped_in_a_row": self.skipped_in_a_row}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.queries, self.retried = state["queries"], state["retried"]
+        self.faults, self.recovered = Counter(state["faults"]), Counter(state["recovered"])
+        self.skipped, self.skipped_in_a_row = list(state["skipped"]), state["skipped_in_a_row"]
+

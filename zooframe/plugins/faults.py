@@ -44,3 +44,8 @@ class SimulatorNonFinite(SimulatorFault):
     """The code returned NaN or Inf."""
 
     fault = "nonfinite"
+
+
+FAULT_CLASSES = tuple(c.fault for c in (SimulatorCrashed, SimulatorTimeout, SimulatorOutputError, SimulatorShapeError,
+                                        SimulatorNonFinite))
+"""The names of the fault classes, as a fault policy names them (``execution.faults.by_class``)."""

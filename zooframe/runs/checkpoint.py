@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,49 +28,24 @@ FORMAT = 1
 
 
 def capture(trainer, wall_s: float) -> dict[str, Any]:
-    """The state of ``trainer`` (a :class:`zooframe.runs.trainer.Trainer`) after its last step."""
+    """The state of ``trainer`` (a :class:`zooframe.runs.trainer.Trainer`) after its last step,
+    with the process-wide generators and the wall time so far."""
     numpy_state = np.random.get_state()
-    state = {
+    return {
         "format": FORMAT,
-        "step": trainer.step,
-        "queries": trainer.queries,
-        "faults": dict(trainer.faults),
-        "recovered": dict(trainer.recovered),
-        "retried": trainer.retried,
-        "skipped": list(trainer.skipped),
-        "skipped_in_a_row": trainer._skipped_in_a_row,
+        **trainer.state_dict(),
         "wall_s": wall_s,
-        "model": trainer.exp.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict(),
-        "estimator": trainer.exp.estimator.state_dict() if trainer.exp.config.training.mode == "zo" else {},
-        "generator": trainer.generator.get_state(),
-        "sampler_generator": trainer.sampler.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],  # no context for a CPU run
         "numpy_rng": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
         "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
-    if trainer.plan is not None:
-        state["plan"] = {"scores": trainer.plan.scores.cpu(), "current": trainer.plan.current.cpu(),
-                         "generator": trainer.plan.generator.get_state()}
-    return state
 
 
 def restore(trainer, state: dict[str, Any]) -> None:
-    """Put ``trainer`` back where :func:`capture` left it."""
-    trainer.step, trainer.queries = state["step"], state["queries"]
-    trainer.faults, trainer.recovered = Counter(state["faults"]), Counter(state["recovered"])
-    trainer.retried, trainer.skipped = state["retried"], list(state["skipped"])
-    trainer._skipped_in_a_row = state["skipped_in_a_row"]
+    """Put ``trainer`` and the process-wide generators back where :func:`capture` left them."""
+    trainer.load_state_dict(state)
     trainer.elapsed_before = state["wall_s"]
-    trainer.exp.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    if trainer.exp.config.training.mode == "zo":
-        trainer.exp.estimator.load_state_dict(state["estimator"])
-    trainer.generator.set_state(state["generator"])
-    trainer.sampler.generator.set_state(state["sampler_generator"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -79,10 +53,6 @@ def restore(trainer, state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
-    if trainer.plan is not None:
-        plan = state["plan"]
-        trainer.plan.current = plan["current"]
-        trainer.plan.generator.set_state(plan["generator"])
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -7,20 +7,13 @@ from typing import Any
 
 import torch
 
+from ..core import objective
 from .experiment import Experiment
 
 
-@torch.no_grad()
 def rollout(exp: Experiment, start: torch.Tensor, cases, steps: int, corrected: bool, seed: int = 0) -> torch.Tensor:
     """States ``[B, steps + 1, C, *S]`` from ``start``, with or without the learned correction."""
-    features = exp.features(cases)
-    frames, s = [start], start
-    for t in range(steps):
-        s = exp.runner(s, cases, seed + t)
-        if corrected:
-            s = s + exp.model(s, features)
-        frames.append(s)
-    return torch.stack(frames, dim=1)
+    return objective.rollout(exp.runner, exp.model, start, cases, exp.features(cases), steps, corrected, seed)
 
 
 def mae_per_step(states: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -54,41 +47,14 @@ class HeldOut:
 
 
 def held_out(exp: Experiment, split: str | None = None, steps: int | None = None) -> HeldOut:
+    """The held-out rollouts of ``split`` over ``steps`` (default: the config's), as the
+    experiment's coupling makes them."""
     split = split or exp.config.evaluation.split
     steps = steps or exp.config.evaluation.steps
     cases = exp.cases(split)
-    ref = exp.reference(cases, steps)
-    if exp.config.objective.coupling == "model_then_simulator":
-        return _inverse_held_out(exp, split, cases, ref)
-    return HeldOut(split, cases, ref, rollout(exp, ref[:, 0], cases, steps, corrected=False),
-                   rollout(exp, ref[:, 0], cases, steps, corrected=True))
-
-
-@torch.no_grad()
-def _inverse_held_out(exp: Experiment, split: str, cases, ref: torch.Tensor) -> HeldOut:
-    """Model-then-simulator on held-out cases: every reference frame from k on is an observation x;
-    ``corrected`` is what the code makes in k steps of the network's input ``x + model(x)``,
-    ``src`` what it makes of ``x`` itself (no network). Frame j of each holds observation time
-    k + j - 1 (frame 0: the initial states, shared). ``recovered_input`` compares the network's
-    input with the states that did produce the observations."""
-    k = exp.config.objective.simulator_steps
-    n, times = len(cases), ref.shape[1] - k
-    x = ref[:, k:].flatten(0, 1)
-    rows = [c for c in cases for _ in range(times)]
-    u = x + exp.model(x, exp.features(cases).repeat_interleave(times, dim=0))
-
-    def code(s):
-        for t in range(k):
-            s = exp.runner(s, rows, t)
-        return s.unflatten(0, (n, times))
-
-    def with_start(frames):
-        return torch.cat([ref[:, :1], frames], dim=1)
-
-    truth = ref[:, :-k].flatten(0, 1)
-    extra = {"recovered_input": {"corrected_mae": float((u - truth).abs().mean()),
-                                 "observation_mae": float((x - truth).abs().mean())}, "simulator_steps": k}
-    return HeldOut(split, cases, with_start(ref[:, k:]), with_start(code(x)), with_start(code(u)), extra)
+    states = exp.coupling.held_out(exp.runner, exp.model, cases, exp.features(cases), exp.reference(cases, steps),
+                                   exp.config)
+    return HeldOut(split, cases, *states)
 
 
 def evaluate(exp: Experiment, split: str | None = None, steps: int | None = None) -> dict[str, Any]:

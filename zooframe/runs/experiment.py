@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ from ..config.registry import CATEGORIES, Registry, get_registry, resolve
 from ..config.sections import ExperimentBase
 from ..core.correction import CorrectionNetwork, correction_for
 from ..core.flat_params import FlatParams
-from ..core.objective import CorrectionObjective, ModelThenSimulatorObjective, SimulatorRunner, Window
+from ..core.objective import COUPLINGS, Coupling, SimulatorRunner, Window
 from ..core.windows import WindowSampler
 from ..execution.engine import Engine, LocalEngine, auto_chunk_size
 from ..execution.process_engine import ProcessEngine
@@ -157,7 +157,7 @@ class Experiment:
     splits: dict[str, list[Case]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, config: ExperimentBase, registry: Registry | None = None) -> "Experiment":
+    def build(cls, config: ExperimentBase, registry: Registry | None = None) -> Experiment:
         registry = registry or get_registry()
         ex = config.execution
         if ex.device == "cuda" and not torch.cuda.is_available():
@@ -217,24 +217,17 @@ class Experiment:
                              cfg.cases_per_step, cfg.seed)
 
     @property
-    def coupling(self) -> type[CorrectionObjective] | type[ModelThenSimulatorObjective]:
+    def coupling(self) -> type[Coupling]:
         """The objective class the config's ``objective.coupling`` names."""
-        return {"correction": CorrectionObjective,
-                "model_then_simulator": ModelThenSimulatorObjective}[self.config.objective.coupling]
+        return COUPLINGS[self.config.objective.coupling]
 
     def window_steps(self) -> int:
-        """Reference steps per training window: ``training.unroll`` for the correction (1 in mode
-        non), ``objective.simulator_steps`` for model-then-simulator."""
-        if self.coupling is ModelThenSimulatorObjective:
-            return self.config.objective.simulator_steps
-        return 1 if self.config.training.mode == "non" else self.config.training.unroll
+        """Reference steps per training window, as the coupling counts them."""
+        return self.coupling.window_steps(self.config)
 
-    def objective(self, window: Window, solver_jacobian: str = "exact"):
+    def objective(self, window: Window, solver_jacobian: str = "exact") -> Coupling:
         """The training loss of one window as a batched function of parameter vectors."""
-        if self.coupling is ModelThenSimulatorObjective:
-            return ModelThenSimulatorObjective(self.runner, self.flat, window, solver_jacobian,
-                                               supervised=self.config.training.mode == "non")
-        return CorrectionObjective(self.runner, self.flat, window, solver_jacobian)
+        return self.coupling.for_window(self.runner, self.flat, window, solver_jacobian, self.config)
 
     def fit_statistics(self, sampler: WindowSampler) -> None:
         """The network's normalization, from the training reference: states, features, and the

@@ -6,23 +6,23 @@ import json
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..config.registry import Registry, get_registry
 from ..config.sections import ExperimentBase, load_config
-from ..plugins.errors import ConfigError, ZooframeError
-from . import checkpoint
-from . import figures
 from ..core import sparsity
-from .export import export_correction
+from ..execution.threads import ThreadPolicy
+from ..plugins.errors import ConfigError, ZooframeError
+from . import checkpoint, figures
 from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment, output_problems
-from ..config.registry import Registry, get_registry
-from ..execution.threads import ThreadPolicy
+from .export import export_correction
 from .trainer import Trainer
 
 CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE, CHECKPOINT_FILE = (
@@ -223,11 +223,11 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
                 summary["sparsity"] = {"use": config.sparsity.use, "method": config.sparsity.method,
                                        "active": int(trainer.plan.base.sum()), "parameters": exp.flat.dim,
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
-            summary.update(steps=trainer.step, queries_total=trainer.queries, final_loss=last.get("loss"),
+            totals = trainer.totals
+            summary.update(steps=trainer.step, queries_total=totals.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
-                           worker_restarts=trainer.engine.restarts, faults=dict(trainer.faults),
-                           recovered=dict(trainer.recovered),
-                           retries=trainer.retried, skipped_steps=trainer.skipped,
+                           worker_restarts=trainer.engine.restarts, faults=dict(totals.faults),
+                           recovered=dict(totals.recovered), retries=totals.retried, skipped_steps=totals.skipped,
                            threads={"setting": threads.setting, "checks": threads.history})
             _write_json(out / SUMMARY_FILE, summary)
     if trainer.plan and config.sparsity.use == "model":
@@ -256,7 +256,8 @@ def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, An
     with torch.no_grad():
         fields = {name: exp.simulator.render(states[0]) for name, states in
                   (("source", results.src), ("corrected", results.corrected), ("reference", results.reference))}
-    paths.append(figures.snapshots(out / "snapshots.png", fields, times, f"held-out case {results.cases[0].name}"))
+    paths.append(figures.snapshots(out / "snapshots.png", fields, times, f"held-out case {results.cases[0].name}",
+                                   label=exp.simulator.render_label))
     return [p.name for p in paths]
 
 

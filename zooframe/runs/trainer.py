@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import Counter
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
 
 import torch
 
-from . import checkpoint
-from ..execution.engine import LocalEngine
-from ..plugins.errors import ZooframeError
-from .experiment import Experiment
-from ..plugins.estimator import StepInputs
-from ..execution.fault_policy import LOST_WORKER, Evaluated, Guard, classify, describe, fault_message, resolve
-from ..plugins.faults import SimulatorNonFinite
 from ..core.objective import CorrectionObjective, Window
 from ..core.sparsity import SparsityPlan, initial_scores
+from ..execution.engine import LocalEngine
+from ..execution.fault_policy import LOST_WORKER, FaultTally, Guard, classify, describe, fault_message, resolve
 from ..execution.threads import ThreadPolicy
+from ..plugins.errors import ZooframeError
+from ..plugins.estimator import StepInputs
+from ..plugins.faults import SimulatorNonFinite
+from . import checkpoint
+from .experiment import Experiment
 
 
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -50,27 +50,6 @@ def _finite(grad: torch.Tensor, loss: torch.Tensor) -> tuple[torch.Tensor, float
 
 class StepSkipped(Exception):
     """The fault policy left no estimate for this step: no optimizer step is taken."""
-
-
-@dataclass
-class FaultTally:
-    """One step's (or the run's) queries, faults by class and retries."""
-
-    queries: int = 0
-    retried: int = 0
-    faults: Counter = field(default_factory=Counter)
-    recovered: Counter = field(default_factory=Counter)
-
-    def add(self, faults: dict[str, int], retried: int = 0, queries: int = 0,
-            recovered: dict[str, int] | None = None) -> None:
-        self.faults.update(faults)
-        self.recovered.update(recovered or {})
-        self.retried += retried
-        self.queries += queries
-
-    def record(self, evaluated: Evaluated) -> None:
-        """The queries of one guarded evaluation and what became of them."""
-        self.add(evaluated.counts(), evaluated.retried, len(evaluated.faults), evaluated.recovered)
 
 
 PROVIDED_INPUTS = frozenset(f.name for f in fields(StepInputs))
@@ -122,14 +101,9 @@ class Trainer:
         self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
         self.step = 0
-        self.queries = 0
         self.guard = Guard.from_config(exp.config.execution.faults)
         self.tally = FaultTally()  # the current step's
-        self.faults: Counter = Counter()  # the run's, by class
-        self.recovered: Counter = Counter()
-        self.retried = 0
-        self.skipped: list[int] = []  # steps that took no optimizer step
-        self._skipped_in_a_row = 0
+        self.totals = FaultTally()  # the run's
         self.elapsed_before = 0.0  # wall seconds of the run before a resume
         try:
             if exp.config.sparsity.method == "none":
@@ -150,7 +124,7 @@ class Trainer:
         objective = exp.objective(window)
         scores, used = initial_scores(exp.config.sparsity, exp.flat.get(), objective, self.engine.evaluate,
                                       torch.Generator(device=exp.device).manual_seed(seed + 3))
-        self.queries += used
+        self.totals.queries += used
         plan = SparsityPlan(exp.config.sparsity, exp.flat, scores, seed + 4)
         plan.enforce()
         return plan
@@ -159,6 +133,34 @@ class Trainer:
     def simulator_seconds(self) -> float:
         """Time inside simulator calls so far, here and in remote workers."""
         return self.exp.runner.seconds + self.engine.remote_seconds
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the trainer's own that a step depends on, and the counts so far: what a
+        checkpoint holds besides the process-wide generators (:mod:`zooframe.runs.checkpoint`)."""
+        exp = self.exp
+        state = {"step": self.step, **self.totals.state_dict(), "model": exp.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "estimator": exp.estimator.state_dict() if exp.config.training.mode == "zo" else {},
+                 "generator": self.generator.get_state(), "sampler_generator": self.sampler.generator.get_state()}
+        if self.plan is not None:
+            state["plan"] = {"scores": self.plan.scores.cpu(), "current": self.plan.current.cpu(),
+                             "generator": self.plan.generator.get_state()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        exp = self.exp
+        self.step = state["step"]
+        self.totals.load_state_dict(state)
+        exp.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if exp.config.training.mode == "zo":
+            exp.estimator.load_state_dict(state["estimator"])
+        self.generator.set_state(state["generator"])
+        self.sampler.generator.set_state(state["sampler_generator"])
+        if self.plan is not None:
+            self.plan.current = state["plan"]["current"]
+            self.plan.generator.set_state(state["plan"]["generator"])
 
     def close(self) -> None:
         self.engine.close()
@@ -235,7 +237,7 @@ class Trainer:
         """``compute()``, a part of the step that all its queries share, under the fault policy:
         retried as configured; then either the run aborts or the step is skipped (a penalty has no
         meaning without queries)."""
-        policy, attempts = self.exp.config.execution.faults, 0
+        policy, attempts, fault = self.exp.config.execution.faults, 0, None
         while True:
             try:
                 result = compute()
@@ -286,7 +288,7 @@ class Trainer:
                 self.scheduler.step()
             self.step += 1
             tally = self._account(self.tally, lost_before)
-            metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.queries,
+            metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.totals.queries,
                        "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
                        "sim_s": self.simulator_seconds - sim_before,
                        "wall_s": self.elapsed_before + time.perf_counter() - start}
@@ -294,11 +296,10 @@ class Trainer:
                 metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
             if skipped is not None:
                 metrics["skipped"] = skipped
-                self.skipped.append(self.step)
-            self._skipped_in_a_row = self._skipped_in_a_row + 1 if skipped is not None else 0
+            self.totals.step_ended(self.step, skipped is not None)
             on_step(metrics)  # the trainer's state is the step's end: a checkpoint may be taken here
             limit = self.exp.config.execution.faults.max_skipped_in_a_row
-            if self._skipped_in_a_row >= limit:
+            if self.totals.skipped_in_a_row >= limit:
                 raise ZooframeError(f"{limit} steps in a row were skipped (execution.faults.max_skipped_in_a_row), "
                                     f"the last at step {self.step}: {skipped}") from last_skip.__cause__
 
@@ -306,10 +307,7 @@ class Trainer:
         """Add a step's queries and faults (with its lost workers) to the run's."""
         if self.engine.lost > lost_before:
             tally.add({LOST_WORKER: self.engine.lost - lost_before})
-        self.queries += tally.queries
-        self.faults.update(tally.faults)
-        self.recovered.update(tally.recovered)
-        self.retried += tally.retried
+        self.totals.merge(tally)
         return tally
 
     def _nonfinite_gradient(self) -> None:
