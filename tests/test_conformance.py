@@ -8,8 +8,8 @@ import torch
 
 import zooframe
 from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
-from zooframe.plugins.testing import ConformanceError, check_simulator
 from zooframe.runs.reference_export import export_reference
+from zooframe.testing import RULES, ConformanceError, check_simulator, checks, parametrize_with_checks
 
 from .helpers import SMALL, OpaqueBurgers, OpaqueBurgersConfig
 
@@ -150,3 +150,20 @@ def test_cli_check_reports_the_rules(tmp_path, capsys):
     assert main(["check", str(config)]) == 0
     out = capsys.readouterr().out
     assert "Burgers: 12 passed, 0 failed" in out and "ok    rows-independent" in out
+
+
+@parametrize_with_checks(lambda: burgers(OpaqueBurgers), steps=2)
+def test_each_rule_is_a_test_item_of_its_own(check):
+    check()
+
+
+def test_a_bound_check_fails_skips_and_passes_as_one_rule():
+    sim = burgers(Broken)
+    sim.defect = "batch"
+    bound = {c.rule.name: c for c in checks(sim)}
+    assert list(bound) == list(RULES)
+    with pytest.raises(ConformanceError, match=r"\[rows-independent\] row 0"):
+        bound["rows-independent"]()
+    bound["deterministic"]()  # the same subject: its first step is shared, not taken again
+    with pytest.raises(pytest.skip.Exception, match="differentiable is False"):
+        bound["differentiable"]()

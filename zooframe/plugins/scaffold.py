@@ -120,15 +120,16 @@ import json
 from pathlib import Path
 
 import zooframe
-from zooframe.plugins.testing import check_simulator
+from zooframe.testing import parametrize_with_checks
 
 from $module.simulator import $cls, ${cls}Config
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "$name.json"
 
 
-def test_the_simulator_passes_the_conformance_kit():
-    check_simulator($cls(${cls}Config(kind="$name")))
+@parametrize_with_checks(lambda: $cls(${cls}Config(kind="$name")))
+def test_the_conformance_kit(check):  # one test per rule
+    check()
 
 
 def test_the_entry_point_registers_it():
