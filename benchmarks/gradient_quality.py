@@ -57,7 +57,7 @@ def measure(exp: Experiment, windows, q: int, alpha: float, full_cge: bool) -> d
         surrogates = {j: autograd_gradient(CorrectionObjective(exp.runner, exp.flat, window, j), theta)[0]
                       for j in ("drop", "identity")}
         found = {f"surrogate_{j}": (g, 1) for j, g in surrogates.items()}
-        gen = lambda: torch.Generator().manual_seed(1000 + i)  # noqa: E731 (the same draws for each estimator)
+        gen = lambda i=i: torch.Generator().manual_seed(1000 + i)  # noqa: E731 (the same draws for each estimator)
         for j, g in surrogates.items():
             found[f"guided_{j}"] = zo({"kind": "guided", "q": q, "alpha": alpha}, objective, theta, gen(), g)
         found["rge"] = zo({"kind": "rge", "q": q, "scheme": "central"}, objective, theta, gen())

@@ -12,6 +12,7 @@ import torch
 import zooframe
 from zooframe.builtins.estimators.cge import CGE, CGEConfig
 from zooframe.cli import main
+from zooframe.plugins.estimator import NO_INPUTS
 
 from .helpers import registry_with_opaque, small
 
@@ -68,7 +69,7 @@ class Recording(zooframe.Estimator):
     def inputs(self):
         return frozenset(self.config.wants)
 
-    def ask(self, theta, generator, given=zooframe.StepInputs()):
+    def ask(self, theta, generator, given=NO_INPUTS):
         Recording.seen.append(given)
         self._cge = CGE(CGEConfig(kind="cge", scheme="central"))
         return self._cge.ask(theta, generator, given)

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.correction import CorrectionNetwork
-from ..plugins.errors import ZooframeError
 from ..config.registry import Registry, resolve
-from ..core.correction import build_correction
+from ..core.correction import CorrectionNetwork, build_correction
+from ..plugins.errors import ZooframeError
 from .experiment import Experiment
 
 FORMAT = "zooframe-sparse-1"

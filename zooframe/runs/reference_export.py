@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.sections import ExperimentBase, load_config
-from .experiment import Experiment
-from ..plugins.reference_file import write_reference_file
 from ..config.registry import Registry
+from ..config.sections import ExperimentBase, load_config
+from ..plugins.reference_file import write_reference_file
+from .experiment import Experiment
 
 
 def export_reference(config: ExperimentBase | dict | str | Path, path: str | Path, steps: int | None = None,

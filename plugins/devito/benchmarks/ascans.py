@@ -29,7 +29,8 @@ def main() -> None:
     for method in ("non", "nog", "zo_sol"):
         if not (args.runs / method / "model.pt").is_file():
             continue
-        with load_run(args.runs / method) as exp:
+        exp = load_run(args.runs / method)
+        with exp:
             held = held_out(exp)
         if not curves:
             curves["reference"] = traces(exp.simulator, held.reference)

@@ -10,7 +10,7 @@ import torch
 
 import zooframe
 import zooframe_devito.plugin
-from zooframe.plugins.testing import check_simulator
+from zooframe.testing import check_simulator
 from zooframe_devito.metrics import extra_metrics, traces
 from zooframe_devito.simulator import PulseEcho, PulseEchoConfig
 
@@ -53,7 +53,7 @@ def test_the_reference_is_cached_and_the_coarse_scheme_disperses_from_it(small, 
     assert errors[0] < 0.15 and errors[-1] > 4 * errors[0], errors  # starts close, drifts far (dispersion)
     fourth = PulseEcho(PulseEchoConfig(**{**small, "space_order": 4}))
     state = ref[:, 0]
-    for t in range(24):
+    for _ in range(24):
         state = fourth.step(state, cases, 0)
     assert float((state - ref[:, -1]).abs().mean() / ref[:, -1].abs().mean()) < 0.7 * errors[-1]  # order helps
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from zooframe import Case, ZooframeError
-from zooframe.plugins.faults import (
+from zooframe.faults import (
     SimulatorCrashed,
     SimulatorNonFinite,
     SimulatorOutputError,

@@ -50,7 +50,7 @@ def test_float32_states_come_back_float32_and_channels_are_advanced_alike(solver
 
 
 def test_the_python_solver_reads_float32_and_the_c_solver_refuses_it(solvers, tmp_path):
-    from zooframe.plugins.faults import SimulatorCrashed
+    from zooframe.faults import SimulatorCrashed
 
     state, cases = random_batch(2)
     with simulator(solver_command(solvers["python"], "batch"), "batch", dtype="float32") as sim:

@@ -47,7 +47,7 @@ period otherwise. Its stderr is drained into a buffer whose last lines go into e
 ``ZOOFRAME_WORKDIR`` and ``{workdir}`` name the session directory the request directories are
 made in.
 
-Faults are raised as the classes of :mod:`zooframe.plugins.faults`: a start failure or a return code
+Faults are raised as the classes of :mod:`zooframe.faults`: a start failure or a return code
 not allowed (or an ``{"ok": false}`` answer) as :class:`SimulatorCrashed`, a run past
 ``timeout_s`` as :class:`SimulatorTimeout`, a missing or unreadable ``output.npy`` as
 :class:`SimulatorOutputError`, a wrong shape or dtype as :class:`SimulatorShapeError`, NaN or Inf
@@ -86,7 +86,7 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from zooframe import Case, PluginConfig, Simulator, StateSpec, ZooframeError
-from zooframe.plugins.faults import (
+from zooframe.faults import (
     SimulatorCrashed,
     SimulatorFault,
     SimulatorNonFinite,
@@ -464,7 +464,7 @@ class External(Simulator):
         if more:
             lines.append(f"  {more}")
         tail = _tail(stderr)
-        lines.append("  stderr, last lines:" + ("\n" + "\n".join("    " + l for l in tail.splitlines())
+        lines.append("  stderr, last lines:" + ("\n" + "\n".join("    " + line for line in tail.splitlines())
                                                 if tail else " (empty)"))
         return cls("\n".join(lines))
 

@@ -9,7 +9,7 @@ import torch
 from pydantic import ValidationError
 
 import zooframe
-from zooframe.plugins.testing import check_simulator
+from zooframe.testing import check_simulator
 from zooframe_fipy import Spinodal, SpinodalConfig
 from zooframe_fipy.metrics import characteristic_length, extra_metrics
 

@@ -33,7 +33,7 @@ def test_the_entry_point_registers_karman():
 
 
 def test_karman_passes_the_conformance_kit(tiny):
-    from zooframe.plugins.testing import check_simulator
+    from zooframe.testing import check_simulator
 
     report = check_simulator(Karman(KarmanConfig(**tiny)), steps=2, rtol=1e-5)
     assert "rows-independent" in report.passed and "pickles" in report.passed, report.text()
