@@ -27,6 +27,7 @@ import torch
 from common import write_results
 
 import zooframe
+from zooframe.plugins.reference import SimulatorReference
 from zooframe_fipy import Spinodal, SpinodalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,8 @@ EXAMPLE.pop("$schema")
 
 def states(sim: Spinodal, rows: int) -> tuple[torch.Tensor, list]:
     """``rows`` states a few source steps into the separation, cycling over the training cases."""
-    cases = [sim.cases()["train"][i % len(sim.cases()["train"])] for i in range(rows)]
+    train = SimulatorReference.of(sim).cases()["train"]
+    cases = [train[i % len(train)] for i in range(rows)]
     n = sim.config.resolution
     start = torch.stack([torch.as_tensor(sim.initial_state(c, n))[None] for c in cases])
     return sim.step(sim.step(start, cases, 0), cases, 0), cases

@@ -54,4 +54,4 @@ def test_the_guide_shows_the_skeleton_as_it_is_written(tmp_path):
     for rel in ("zooframe_heat1d/simulator.py", "zooframe_heat1d/plugin.py", "pyproject.toml",
                 "tests/test_heat1d.py"):
         assert (root / rel).read_text() in guide, f"the guide's copy of {rel} is stale"
-    assert len((root / "zooframe_heat1d" / "simulator.py").read_text().splitlines()) < 60
+    assert len((root / "zooframe_heat1d" / "simulator.py").read_text().splitlines()) < 65  # a short skeleton

@@ -8,6 +8,7 @@ through the ``register_references`` hook like any plugin.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -55,28 +56,67 @@ class SimulatorReferenceConfig(PluginConfig):
     kind: Literal["simulator"]
 
 
-class SimulatorReference(ReferenceSource):
-    """The simulator plugin's own high-fidelity mode (``Simulator.cases``, ``case_features`` and
-    ``reference``); the plugin may cache what it generates (zooframe.plugins.cache)."""
-
-    Config = SimulatorReferenceConfig
-
-    def __init__(self, config, simulator: Simulator, device="cpu"):
-        super().__init__(config, simulator, device)
-        if not simulator.has_reference_mode():
-            raise ZooframeError(
-                f"simulator {type(simulator).__name__} has no high-fidelity mode of its own (it implements no cases "
-                "and reference), so the default reference source 'simulator' cannot serve it; give the reference "
-                'from a file: "reference": {"kind": "file", "path": "..."} (see docs/writing-a-plugin.md)')
+class LegacyHighFidelity(ReferenceSource):
+    """A high-fidelity mode written in the simulator's own vocabulary, as before 0.2: the methods
+    ``cases``, ``case_features`` and ``reference`` of the simulator class. Served as it was, with
+    a DeprecationWarning: name a ReferenceSource class as ``Simulator.high_fidelity`` instead."""
 
     def cases(self):
         return self.simulator.cases()
 
     def features(self, cases):
-        return self.simulator.case_features(cases)
+        features = getattr(self.simulator, "case_features", None)
+        return features(cases) if features is not None else super().features(cases)
 
     def trajectories(self, cases, steps):
         return self.simulator.reference(cases, steps)
+
+
+def high_fidelity_source(simulator: type[Simulator]) -> type[ReferenceSource] | None:
+    """The reference source class of a simulator class's own high-fidelity mode, if it has one."""
+    if simulator.high_fidelity is not None:
+        return simulator.high_fidelity
+    if callable(getattr(simulator, "cases", None)) and callable(getattr(simulator, "reference", None)):
+        warnings.warn(f"{simulator.__qualname__} gives its high-fidelity mode as Simulator methods (cases, "
+                      "case_features, reference); move them to a zooframe.ReferenceSource (cases, features, "
+                      f"trajectories) and set {simulator.__qualname__}.high_fidelity to it (see "
+                      "docs/writing-a-plugin.md)", DeprecationWarning, stacklevel=3)
+        return LegacyHighFidelity
+    return None
+
+
+class SimulatorReference(ReferenceSource):
+    """The simulator plugin's own high-fidelity mode: the reference source its class names as
+    ``high_fidelity``, built on the same simulator (it may cache what it generates with
+    :class:`zooframe.plugins.cache.TrajectoryCache`)."""
+
+    Config = SimulatorReferenceConfig
+
+    def __init__(self, config, simulator: Simulator, device="cpu"):
+        super().__init__(config, simulator, device)
+        mode = high_fidelity_source(type(simulator))
+        if mode is None:
+            raise ZooframeError(
+                f"simulator {type(simulator).__name__} has no high-fidelity mode of its own (its class names no "
+                "high_fidelity reference source), so the default reference source 'simulator' cannot serve it; give "
+                'the reference from a file: "reference": {"kind": "file", "path": "..."} (see '
+                "docs/writing-a-plugin.md)")
+        self.mode = mode(config, simulator, device)
+        self.max_steps = self.mode.max_steps
+
+    @classmethod
+    def of(cls, simulator: Simulator) -> SimulatorReference:
+        """The high-fidelity mode of ``simulator``, on its device: ``SimulatorReference.of(sim).trajectories(...)``."""
+        return cls(SimulatorReferenceConfig(kind="simulator"), simulator, simulator.device)
+
+    def cases(self):
+        return self.mode.cases()
+
+    def features(self, cases):
+        return self.mode.features(cases)
+
+    def trajectories(self, cases, steps):
+        return self.mode.trajectories(cases, steps)
 
     def describe(self) -> str:
         return f"the high-fidelity mode of simulator {type(self.simulator).__name__}"

@@ -45,8 +45,33 @@ def advect_diffuse(u, nu, dx, dt, steps):
     return u
 
 
+class ${cls}Reference(zooframe.ReferenceSource):
+    """Optional: a high-fidelity mode (the code on a 4x finer grid). Without one, delete it and give a file."""
+
+    def cases(self):
+        sets = {"train": self.simulator.config.train_nu, "test": self.simulator.config.test_nu}
+        return {split: [zooframe.Case(f"{split}-nu{nu:g}", {"nu": nu, "seed": i + 100 * (split == "test")})
+                        for i, nu in enumerate(nus)] for split, nus in sets.items()}
+
+    def features(self, cases):
+        return np.array([[math.log10(c.params["nu"])] for c in cases])
+
+    def trajectories(self, cases, steps, fine=4):
+        cells, dt = self.simulator.config.cells, self.simulator.config.dt
+        n, x = cells * fine, (np.arange(cells * fine) + 0.5) * 2 * math.pi / (cells * fine)
+        out = []
+        for case in cases:
+            rng = np.random.default_rng(int(case.params["seed"]))
+            frames = [sum(rng.normal() * np.sin(k * x + rng.uniform(0, 7)) / k for k in (1, 2, 3))[None]]
+            for _ in range(steps):
+                frames.append(advect_diffuse(frames[-1], case.params["nu"], 2 * math.pi / n, dt / fine**2, fine**2))
+            out.append(np.stack(frames).reshape(steps + 1, 1, cells, fine).mean(-1))
+        return np.stack(out)
+
+
 class $cls(zooframe.Simulator):
     Config = ${cls}Config
+    high_fidelity = ${cls}Reference
 
     @property
     def state_spec(self):
@@ -55,27 +80,6 @@ class $cls(zooframe.Simulator):
     def step_one(self, state, case, seed):
         """One case's state [1, cells] (NumPy) one step on: the black box."""
         return advect_diffuse(state, case.params["nu"], 2 * math.pi / self.config.cells, self.config.dt, 1)
-
-    # Optional: a high-fidelity mode. Delete it and give a reference file if your code has none.
-    def cases(self):
-        sets = {"train": self.config.train_nu, "test": self.config.test_nu}
-        return {split: [zooframe.Case(f"{split}-nu{nu:g}", {"nu": nu, "seed": i + 100 * (split == "test")})
-                        for i, nu in enumerate(nus)] for split, nus in sets.items()}
-
-    def case_features(self, cases):
-        return np.array([[math.log10(c.params["nu"])] for c in cases])
-
-    def reference(self, cases, steps, fine=4):
-        n, dt = self.config.cells * fine, self.config.dt / fine**2
-        x = (np.arange(n) + 0.5) * 2 * math.pi / n
-        out = []
-        for case in cases:
-            rng = np.random.default_rng(int(case.params["seed"]))
-            frames = [sum(rng.normal() * np.sin(k * x + rng.uniform(0, 7)) / k for k in (1, 2, 3))[None]]
-            for _ in range(steps):
-                frames.append(advect_diffuse(frames[-1], case.params["nu"], 2 * math.pi / n, dt, fine**2))
-            out.append(np.stack(frames).reshape(steps + 1, 1, self.config.cells, fine).mean(-1))
-        return np.stack(out)
 '''
 
 PLUGIN = '''\

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from .base import Plugin
+
+if TYPE_CHECKING:  # the reference source module imports this one
+    from .reference import ReferenceSource
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,10 @@ class Simulator(Plugin):
 
     Required: :attr:`state_spec`, and :meth:`step` for a batched code or only :meth:`step_one`
     for a code that runs one case at a time (the core then batches it). Optional: :meth:`render`,
-    and a high-fidelity mode of the plugin's own (:meth:`cases`, :meth:`case_features`,
-    :meth:`reference`), which the ``simulator`` reference source uses; a code without one takes
-    its cases and reference from another source, such as a file. The core never differentiates
+    :meth:`close`, and :attr:`high_fidelity`, the :class:`~zooframe.plugins.reference.ReferenceSource`
+    class of a high-fidelity mode of the plugin's own (the task's cases and reference trajectories),
+    which the default reference source ``simulator`` serves; a code without one takes its cases and
+    reference from another source, such as a file. The core never differentiates
     through a simulator unless ``differentiable`` is True and the run asks for first-order
     training.
 
@@ -56,6 +61,7 @@ class Simulator(Plugin):
     category = "simulator"
     required = (("state_spec",), ("step", "step_one"))
     differentiable: bool = False
+    high_fidelity: ClassVar[type[ReferenceSource] | None] = None
 
     def __init__(self, config, device: str | torch.device = "cpu"):
         super().__init__(config)
@@ -70,23 +76,14 @@ class Simulator(Plugin):
         over channels; a flow plugin might give vorticity)."""
         return state.norm(dim=1)
 
-    # --- the optional high-fidelity mode (the ``simulator`` reference source) ------------------
-    def cases(self) -> Mapping[str, Sequence[Case]]:
-        """Named case sets, such as ``"train"`` and ``"test"``."""
-        raise NotImplementedError
-
-    def case_features(self, cases: Sequence[Case]) -> torch.Tensor:
-        """Constant per-case inputs for the model, ``[B, F]`` (e.g. a Reynolds number)."""
-        return torch.zeros(len(cases), 0, device=self.device)
-
-    def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
-        """Higher-fidelity trajectories on this simulator's grid, ``[B, steps + 1, C, *spatial]``,
-        frame 0 being the initial state."""
-        raise NotImplementedError
-
-    @classmethod
-    def has_reference_mode(cls) -> bool:
-        return cls.cases is not Simulator.cases and cls.reference is not Simulator.reference
+    @property
+    def render_label(self) -> str:
+        """The quantity :meth:`render` gives, named in the figures' titles and colour bars. A plugin
+        that overrides render names its quantity here (a class attribute serves, e.g.
+        ``render_label = "vorticity"``); without one, an overridden render is named by its class."""
+        if type(self).render is Simulator.render:
+            return "|state|"
+        return f"{type(self).__name__}.render(state)"
 
     def close(self) -> None:
         """Release what the code holds (processes, files, licences). Called when a run ends and

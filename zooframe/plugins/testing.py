@@ -35,7 +35,7 @@ import torch
 
 from .base import PluginSpec, missing_methods
 from .errors import ZooframeError
-from .reference import ReferenceSource, SimulatorReference, SimulatorReferenceConfig
+from .reference import ReferenceSource, SimulatorReference, high_fidelity_source
 from .reference_file import FileReference, FileReferenceConfig
 from .simulator import Case, Simulator, StateSpec
 
@@ -212,8 +212,8 @@ class Subject:
                 return FileReference(FileReferenceConfig(kind="file", path=str(reference)), sim, device=sim.device)
         except ZooframeError as exc:
             raise _Failed(str(exc), "fix the reference file as each line says") from None
-        if sim.has_reference_mode():
-            return SimulatorReference(SimulatorReferenceConfig(kind="simulator"), sim, device=sim.device)
+        if high_fidelity_source(type(sim)) is not None:
+            return SimulatorReference.of(sim)
         return None
 
     def _task(self) -> tuple[list[Case], torch.Tensor] | None:

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 torch.set_num_threads(1)
 t0 = time.perf_counter()
+from zooframe.plugins.reference import SimulatorReference
 from zooframe_devito.simulator import PulseEcho, PulseEchoConfig
 sim = PulseEcho(PulseEchoConfig(kind="pulse_echo", cache_dir=sys.argv[1]))
 t1 = time.perf_counter()
 import devito
 out = {"import_s": time.perf_counter() - t0}
-cases = sim.cases()["train"][:2]
+cases = SimulatorReference.of(sim).cases()["train"][:2]
 state = torch.from_numpy(sim.pulse.state(sim.config.cells, sim.config.spacing_mm, sim.dt)).float()[None]
 t0 = time.perf_counter()
 sim.propagator.operator(np.float32)  # symbolic lowering, code generation, gcc (or the JIT cache)
@@ -58,10 +59,11 @@ warnings.filterwarnings("ignore")
 import torch
 torch.set_num_threads(1)
 t0 = time.perf_counter()
+from zooframe.plugins.reference import SimulatorReference
 from zooframe_phiflow.karman import Karman, KarmanConfig
 sim = Karman(KarmanConfig(kind="karman", resolution=(64, 32), cache_dir=sys.argv[1]))
 import_s = time.perf_counter() - t0
-cases = sim.cases()["train"][:2]
+cases = SimulatorReference.of(sim).cases()["train"][:2]
 out = {"import_s": import_s}
 with torch.no_grad():
     for rows in (1, 130):

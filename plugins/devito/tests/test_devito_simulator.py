@@ -10,6 +10,7 @@ import torch
 
 import zooframe
 import zooframe_devito.plugin
+from zooframe.plugins.reference import SimulatorReference
 from zooframe.testing import check_simulator
 from zooframe_devito.metrics import extra_metrics, traces
 from zooframe_devito.simulator import PulseEcho, PulseEchoConfig
@@ -33,17 +34,17 @@ def test_pulse_echo_passes_the_conformance_kit(small):
 
 def test_the_reference_is_cached_and_the_coarse_scheme_disperses_from_it(small, monkeypatch):
     sim = PulseEcho(PulseEchoConfig(**small))
-    cases = sim.cases()["train"]
+    cases = SimulatorReference.of(sim).cases()["train"]
     calls = []
     generate = PulseEcho.generate
     monkeypatch.setattr(PulseEcho, "generate", lambda self, c, s: calls.append(len(c)) or generate(self, c, s))
-    ref = sim.reference(cases, 24)
+    ref = SimulatorReference.of(sim).trajectories(cases, 24)
     assert ref.shape == (2, 25, 2, 32, 32) and calls == [2]
-    torch.testing.assert_close(sim.reference(cases, 10), ref[:, :11])
+    torch.testing.assert_close(SimulatorReference.of(sim).trajectories(cases, 10), ref[:, :11])
     assert calls == [2]  # from the cache
-    PulseEcho(PulseEchoConfig(**{**small, "frequency_mhz": 0.9})).reference(cases, 10)
+    SimulatorReference.of(PulseEcho(PulseEchoConfig(**{**small, "frequency_mhz": 0.9}))).trajectories(cases, 10)
     assert calls == [2, 2]  # a field that shapes the waves is part of the key
-    PulseEcho(PulseEchoConfig(**{**small, "receivers": 4, "space_order": 4})).reference(cases, 10)
+    SimulatorReference.of(PulseEcho(PulseEchoConfig(**{**small, "receivers": 4, "space_order": 4}))).trajectories(cases, 10)
     assert calls == [2, 2]  # fields of the coarse scheme and the receivers are not
     torch.testing.assert_close(ref[:, 0], torch.from_numpy(sim.pulse.state((32, 32), 1.0, sim.dt)).float().expand(2, -1, -1, -1))
     state, errors = ref[:, 0], []
@@ -60,9 +61,9 @@ def test_the_reference_is_cached_and_the_coarse_scheme_disperses_from_it(small, 
 
 def test_the_flaw_reflects(small):
     sim = PulseEcho(PulseEchoConfig(**small))
-    cases = sim.cases()["train"]
+    cases = SimulatorReference.of(sim).cases()["train"]
     no_flaw = zooframe.Case("far", {"x": 16.0, "depth": 31.0, "radius": 0.2})  # a speck at the bottom edge
-    start = sim.reference(cases[:1], 0)[:, 0].expand(2, -1, -1, -1)
+    start = SimulatorReference.of(sim).trajectories(cases[:1], 0)[:, 0].expand(2, -1, -1, -1)
     frames = {"flaw": [start], "none": [start]}
     for _ in range(30):
         frames["flaw"].append(sim.step(frames["flaw"][-1], [cases[0]] * 2, 0))
@@ -103,7 +104,8 @@ def test_bad_fields_are_refused_by_name(small, change, field):
 
 def test_trace_metrics(small):
     sim = PulseEcho(PulseEchoConfig(**small))
-    ref = sim.reference(sim.cases()["test"], 12)
+    source = SimulatorReference.of(sim)
+    ref = source.trajectories(source.cases()["test"], 12)
     assert traces(sim, ref).shape == (1, 8, 13)
     same = extra_metrics(sim, ref, ref)
     assert same["trace_mae"] == 0 and same["trace_correlation"] == pytest.approx(1)

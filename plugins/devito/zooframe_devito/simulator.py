@@ -141,10 +141,32 @@ def flaw_of(case: zooframe.Case) -> Flaw:
     return Flaw(p["x"], p["depth"], p["radius"], p.get("aspect", 1.0), p.get("angle", 0.0))
 
 
+class PulseEchoReference(zooframe.ReferenceSource):
+    """The high-fidelity mode: the cases are the configured flaws, the trajectories an eighth-order
+    run on a finer grid (:meth:`PulseEcho.generate`), cached."""
+
+    def cases(self):
+        def case(split, i, f: FlawConfig):
+            kind = "pore" if f.aspect == 1 else "crack"
+            return zooframe.Case(f"{split}{i}-{kind}-x{f.x_mm:g}-d{f.depth_mm:g}-r{f.radius_mm:g}",
+                                 {"x": f.x_mm, "depth": f.depth_mm, "radius": f.radius_mm, "aspect": f.aspect,
+                                  "angle": f.angle_deg})
+
+        cfg = self.simulator.config
+        return {"train": [case("train", i, f) for i, f in enumerate(cfg.train_flaws)],
+                "test": [case("test", i, f) for i, f in enumerate(cfg.test_flaws)]}
+
+    def trajectories(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
+        sim = self.simulator
+        return sim.cache.fetch([sim._cache_params(c) for c in cases], steps,
+                               lambda missing: sim.generate([cases[i] for i in missing], steps)).to(self.device)
+
+
 class PulseEcho(zooframe.Simulator):
     """2D acoustic pulse-echo inspection; cases are flaws (position, size, shape)."""
 
     Config = PulseEchoConfig
+    high_fidelity = PulseEchoReference
 
     def __init__(self, config: PulseEchoConfig, device="cpu"):
         super().__init__(config, device)
@@ -184,17 +206,7 @@ class PulseEcho(zooframe.Simulator):
         ix = np.clip(np.rint(xs / cfg.spacing_mm).astype(int), 0, cfg.cells[0] - 1)
         return ix, int(np.clip(round(depth / cfg.spacing_mm), 0, cfg.cells[1] - 1))
 
-    # --- cases -----------------------------------------------------------------------------------
-    def cases(self):
-        def case(split, i, f: FlawConfig):
-            kind = "pore" if f.aspect == 1 else "crack"
-            return zooframe.Case(f"{split}{i}-{kind}-x{f.x_mm:g}-d{f.depth_mm:g}-r{f.radius_mm:g}",
-                                 {"x": f.x_mm, "depth": f.depth_mm, "radius": f.radius_mm, "aspect": f.aspect,
-                                  "angle": f.angle_deg})
-
-        return {"train": [case("train", i, f) for i, f in enumerate(self.config.train_flaws)],
-                "test": [case("test", i, f) for i, f in enumerate(self.config.test_flaws)]}
-
+    # --- flaws ------------------------------------------------------------------------------------
     def _coefficients_of(self, case: zooframe.Case) -> dict[str, np.ndarray]:
         key = tuple(sorted(case.params.items()))
         if key not in self._coefficients:
@@ -231,10 +243,6 @@ class PulseEcho(zooframe.Simulator):
         return {"simulator": "pulse_echo", "flaw": dict(sorted(case.params.items())), "devito": version("devito"),
                 "specimen": asdict(self.specimen), "pulse": asdict(self.pulse),
                 **self.config.model_dump(exclude=unused, mode="json")}
-
-    def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
-        return self.cache.fetch([self._cache_params(c) for c in cases], steps,
-                                lambda missing: self.generate([cases[i] for i in missing], steps)).to(self.device)
 
     def fine_propagator(self) -> tuple[Propagator, int, int]:
         """The reference propagator, its grid refinement r and its time steps per coarse time step."""

@@ -7,6 +7,7 @@ from external_solvers import solver_command
 import zooframe
 import zooframe_external.plugin
 from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
+from zooframe.plugins.reference import SimulatorReference
 
 HORIZON = 20
 
@@ -15,13 +16,14 @@ HORIZON = 20
 def reference_file(tmp_path_factory):
     sim = Burgers(BurgersConfig(kind="burgers", resolution=16, train_viscosities=[0.01, 0.02, 0.04],
                                 test_viscosities=[0.015, 0.03]))
-    sets = sim.cases()
+    source = SimulatorReference.of(sim)
+    sets = source.cases()
     cases = sets["train"] + sets["test"]
     path = tmp_path_factory.mktemp("reference") / "burgers16.npz"
     return zooframe.write_reference_file(
-        path, sim.reference(cases, HORIZON).numpy(), [c.name for c in cases],
+        path, source.trajectories(cases, HORIZON).numpy(), [c.name for c in cases],
         [split for split, members in sets.items() for _ in members], {"nu": [c.params["nu"] for c in cases]},
-        features=sim.case_features(cases).numpy(), channels=["u"])
+        features=source.features(cases).numpy(), channels=["u"])
 
 
 def registry():

@@ -9,6 +9,7 @@ import torch
 from pydantic import ValidationError
 
 import zooframe
+from zooframe.plugins.reference import SimulatorReference
 from zooframe.testing import check_simulator
 from zooframe_fipy import Spinodal, SpinodalConfig
 from zooframe_fipy.metrics import characteristic_length, extra_metrics
@@ -33,16 +34,17 @@ def test_a_bad_case_names_its_field(small):
 @pytest.mark.parametrize("batching", ["loop", "rebuild"])
 def test_the_batched_mesh_steps_each_row_as_its_own_fipy_mesh(small, batching):
     sim = Spinodal(SpinodalConfig(**{**small, "block_rows": 2}))  # 3 rows: blocks of 2 and 1
-    cases = sim.cases()["train"] + sim.cases()["test"]
-    state = sim.reference(cases, 2)[:, 2].double()
+    source = SimulatorReference.of(sim)
+    cases = source.cases()["train"] + source.cases()["test"]
+    state = source.trajectories(cases, 2)[:, 2].double()
     one_by_one = Spinodal(SpinodalConfig(**{**small, "batching": batching}))
     torch.testing.assert_close(sim.step(state, cases, 0), one_by_one.step(state, cases, 0), rtol=1e-8, atol=1e-8)
 
 
 def test_the_step_conserves_composition_and_separates_the_phases(small):
     sim = Spinodal(SpinodalConfig(**small))
-    cases = sim.cases()["train"]
-    state = sim.reference(cases, 0)[:, 0].double()
+    cases = SimulatorReference.of(sim).cases()["train"]
+    state = SimulatorReference.of(sim).trajectories(cases, 0)[:, 0].double()
     later = state
     for _ in range(10):
         later = sim.step(later, cases, 0)
@@ -53,17 +55,17 @@ def test_the_step_conserves_composition_and_separates_the_phases(small):
 
 def test_the_reference_starts_from_the_fine_initial_field_averaged(small):
     sim = Spinodal(SpinodalConfig(**small))
-    case = sim.cases()["test"][0]
+    case = SimulatorReference.of(sim).cases()["test"][0]
     fine = sim.initial_state(case, 32)
     expected = fine.reshape(16, 2, 16, 2).mean(axis=(1, 3))
-    np.testing.assert_allclose(sim.reference([case], 1)[0, 0, 0].double().numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(SimulatorReference.of(sim).trajectories([case], 1)[0, 0, 0].double().numpy(), expected, atol=1e-6)
     assert abs(expected.mean() - case.params["mean"]) < 1e-12
 
 
 def test_the_warmup_starts_the_reference_later_on_the_same_trajectory(small):
-    cases = Spinodal(SpinodalConfig(**small)).cases()["train"]
-    from_quench = Spinodal(SpinodalConfig(**small)).reference(cases, 5)
-    later = Spinodal(SpinodalConfig(**{**small, "warmup": 3})).reference(cases, 2)
+    cases = SimulatorReference.of(Spinodal(SpinodalConfig(**small))).cases()["train"]
+    from_quench = SimulatorReference.of(Spinodal(SpinodalConfig(**small))).trajectories(cases, 5)
+    later = SimulatorReference.of(Spinodal(SpinodalConfig(**{**small, "warmup": 3}))).trajectories(cases, 2)
     torch.testing.assert_close(later, from_quench[:, 3:], rtol=0, atol=1e-6)
 
 

@@ -65,11 +65,36 @@ class SpinodalConfig(zooframe.PluginConfig):
     cache_dir: str | None = Field(None, description="reference cache (default: $ZOOFRAME_CACHE or ~/.cache/zooframe)")
 
 
+class SpinodalReference(zooframe.ReferenceSource):
+    """The high-fidelity mode: the same quench on a grid ``reference_factor`` times finer, with
+    ``reference_substeps`` FiPy steps per source step, block-averaged onto the source grid and
+    cached (:meth:`Spinodal.generate`)."""
+
+    def cases(self) -> dict[str, list[zooframe.Case]]:
+        cfg = self.simulator.config
+        sets = {"train": cfg.train_cases, "test": cfg.test_cases}
+        return {split: [zooframe.Case(f"{split}-M{c.mobility:g}-k{c.kappa:g}-c{c.mean:g}",
+                                      {"mobility": c.mobility, "kappa": c.kappa, "mean": c.mean,
+                                       "seed": i + 1000 * (split == "test")})
+                        for i, c in enumerate(values)] for split, values in sets.items()}
+
+    def features(self, cases: Sequence[zooframe.Case]) -> torch.Tensor:
+        return torch.tensor([[math.log10(c.params["mobility"]), math.log10(c.params["kappa"]), c.params["mean"]]
+                             for c in cases], device=self.device)
+
+    def trajectories(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
+        sim = self.simulator
+        frames = sim.cache.fetch([sim._cache_params(c) for c in cases], steps,
+                                 lambda missing: sim.generate([cases[i] for i in missing], steps))
+        return frames.to(torch.get_default_dtype()).to(self.device)
+
+
 class Spinodal(zooframe.Simulator):
     """A binary mixture phase-separating after a quench; the state is the order parameter phi
     ``[1, X, Y]`` (-1 and +1: the two phases)."""
 
     Config = SpinodalConfig
+    high_fidelity = SpinodalReference
 
     def __init__(self, config: SpinodalConfig, device="cpu"):
         super().__init__(config, device)
@@ -127,18 +152,7 @@ class Spinodal(zooframe.Simulator):
         out = self.advance(phi, cases, self.config.resolution, self.config.dt, 1)
         return torch.as_tensor(out[:, None], device=state.device).to(state.dtype)
 
-    # --- the high-fidelity mode ------------------------------------------------------------------
-    def cases(self) -> dict[str, list[zooframe.Case]]:
-        sets = {"train": self.config.train_cases, "test": self.config.test_cases}
-        return {split: [zooframe.Case(f"{split}-M{c.mobility:g}-k{c.kappa:g}-c{c.mean:g}",
-                                      {"mobility": c.mobility, "kappa": c.kappa, "mean": c.mean,
-                                       "seed": i + 1000 * (split == "test")})
-                        for i, c in enumerate(values)] for split, values in sets.items()}
-
-    def case_features(self, cases: Sequence[zooframe.Case]) -> torch.Tensor:
-        return torch.tensor([[math.log10(c.params["mobility"]), math.log10(c.params["kappa"]), c.params["mean"]]
-                             for c in cases], device=self.device)
-
+    # --- what the high-fidelity mode (SpinodalReference) runs ------------------------------------
     def initial_state(self, case: zooframe.Case, n: int) -> np.ndarray:
         """The mean composition plus a smooth random fluctuation (wavenumbers up to ``modes``),
         sampled at the cell centres of an n x n grid: the same field on every grid."""
@@ -158,11 +172,6 @@ class Spinodal(zooframe.Simulator):
         cfg = self.config.model_dump(mode="json", exclude={"kind", "train_cases", "test_cases", "batching",
                                                              "block_rows", "cache_dir", "conserve"})
         return {"simulator": "fipy-spinodal", "fipy": _fipy_version(), "case": dict(case.params), **cfg}
-
-    def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
-        frames = self.cache.fetch([self._cache_params(c) for c in cases], steps,
-                                  lambda missing: self.generate([cases[i] for i in missing], steps))
-        return frames.to(torch.get_default_dtype()).to(self.device)
 
     def generate(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
         """Fine-grid FiPy trajectories block-averaged onto the source grid, ``[B, steps + 1, 1, n, n]``."""

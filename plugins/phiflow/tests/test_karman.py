@@ -9,6 +9,7 @@ import zooframe
 import zooframe_phiflow.plugin
 from zooframe.core.objective import CorrectionObjective
 from zooframe.execution.engine import LocalEngine
+from zooframe.plugins.reference import SimulatorReference
 from zooframe.runs.experiment import Experiment
 from zooframe_phiflow.karman import Karman, KarmanConfig, shedding
 
@@ -41,7 +42,7 @@ def test_karman_passes_the_conformance_kit(tiny):
 
 def test_a_rollout_traces_the_step_once(tiny):
     sim = Karman(KarmanConfig(**tiny))
-    cases = sim.cases()["train"]
+    cases = SimulatorReference.of(sim).cases()["train"]
     state = sim.solver.initial(len(cases), kick=0.5)
     with torch.no_grad():
         for _ in range(8):
@@ -59,7 +60,7 @@ def test_warm_started_pressure_solves_match_cold_ones(tiny):
     a row far from it (another time of the case) starts cold. Results agree to the solve tolerance."""
     warm = Karman(KarmanConfig(**tiny, pressure_solver="cg"))
     cold = Karman(KarmanConfig(**tiny, pressure_solver="cg", pressure_warm_start=False))
-    cases = warm.cases()["train"]
+    cases = SimulatorReference.of(warm).cases()["train"]
     with torch.no_grad():
         state = warm.solver.initial(2, kick=0.5)
         for _ in range(3):
@@ -79,7 +80,7 @@ def test_the_direct_pressure_solve_is_the_solution_cg_converges_to(tiny):
     cg = Karman(KarmanConfig(**tiny, pressure_solver="cg", pressure_tolerance=1e-11))
     assert direct.solver.direct is not None and cg.solver.direct is None
     assert direct.solver.direct.solver.cells < 0.1 * 32 * 16  # the obstacle's correction stays local
-    cases = cg.cases()["train"]
+    cases = SimulatorReference.of(cg).cases()["train"]
     state = direct.solver.initial(2, kick=0.5).double()
     with torch.no_grad():
         for _ in range(3):
@@ -94,7 +95,7 @@ def test_the_direct_pressure_solve_is_the_solution_cg_converges_to(tiny):
 
 def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
     sim = Karman(KarmanConfig(**tiny))
-    cases = sim.cases()["train"]
+    cases = SimulatorReference.of(sim).cases()["train"]
     with torch.no_grad():
         state = sim.solver.initial(2, kick=0.5)
         for _ in range(5):
@@ -105,26 +106,27 @@ def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
 
 def test_reference_is_cached_and_regenerated_when_damaged(tiny, monkeypatch):
     sim = Karman(KarmanConfig(**tiny))
-    cases = sim.cases()["train"]
+    cases = SimulatorReference.of(sim).cases()["train"]
     calls = []
     generate = Karman.generate
     monkeypatch.setattr(Karman, "generate", lambda self, c, s: calls.append(len(c)) or generate(self, c, s))
-    first = sim.reference(cases, 3)
+    first = SimulatorReference.of(sim).trajectories(cases, 3)
     assert first.shape == (2, 4, 2, 33, 17) and calls == [2]
-    torch.testing.assert_close(sim.reference(cases, 2), first[:, :3])
+    torch.testing.assert_close(SimulatorReference.of(sim).trajectories(cases, 2), first[:, :3])
     assert calls == [2]  # served from the cache
     path = sim.cache.path(sim._cache_params(cases[1]))
     path.write_bytes(path.read_bytes()[:100])  # a partial file
     with pytest.warns(UserWarning, match="corrupt reference cache"):
-        again = sim.reference(cases, 3)
+        again = SimulatorReference.of(sim).trajectories(cases, 3)
     assert calls == [2, 1]  # only the damaged case was regenerated
     torch.testing.assert_close(again, first, atol=1e-5, rtol=0)  # one case, not two, in the batch: round-off
     other = Karman(KarmanConfig(**{**tiny, "dt": 0.5}))
-    other.reference(cases, 3)
+    SimulatorReference.of(other).trajectories(cases, 3)
     assert calls == [2, 1, 2]  # a parameter that shapes the data is part of the key
-    Karman(KarmanConfig(**{**tiny, "pressure_warm_start": False, "pressure_tolerance": 1e-5})).reference(cases, 3)
+    cold = Karman(KarmanConfig(**{**tiny, "pressure_warm_start": False, "pressure_tolerance": 1e-5}))
+    SimulatorReference.of(cold).trajectories(cases, 3)
     assert calls == [2, 1, 2]  # ones that do not (the direct solve has no tolerance) are not
-    Karman(KarmanConfig(**{**tiny, "pressure_solver": "cg"})).reference(cases, 3)
+    SimulatorReference.of(Karman(KarmanConfig(**{**tiny, "pressure_solver": "cg"}))).trajectories(cases, 3)
     assert calls == [2, 1, 2, 2]
 
 

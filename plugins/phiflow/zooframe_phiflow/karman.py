@@ -9,8 +9,9 @@ entries that belong to no face are kept at zero.
 
 from __future__ import annotations
 
+import functools
 import math as pymath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,7 @@ from phi.torch.flow import (
     spatial,
     vec,
 )
+from phiml.math import _functional as _phiml_functional  # safe_mul's custom gradient: see below
 from pydantic import Field, PositiveFloat, PositiveInt
 from tqdm.auto import tqdm
 
@@ -44,6 +46,31 @@ from zooframe.plugins.cache import TrajectoryCache
 from .pressure import DirectProjection
 
 TRAIN_RE = [97.7, 195.3, 390.6, 781.3, 1562.5, 3125.0]
+
+
+def _forgets_custom_gradient_traces(method: Callable) -> Callable:
+    """Clears the traces of PhiML's ``safe_mul`` when ``method`` returns.
+
+    PhiFlow masks the obstacle's cells with ``safe_mul``, a module-level custom-gradient function
+    that keeps one trace per signature it meets: each batch size and grid a step is compiled (or an
+    eager projection runs) for, across every solver of the process. From the eighth on, each new
+    one warns "custom_grad(_safe_mul_fwd) has been traced N times". A compiled step keeps the
+    function it traced, and an eager call traces again (cheaply) when it needs to, so the traces can
+    go once a call is done, never within one (a jit compile traces twice and must find its own).
+    The recorded output mappings stay: a backward pass that is still to come reads them.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        finally:
+            traces = getattr(getattr(_phiml_functional, "_safe_mul", None), "traces", None)
+            if traces:
+                traces.clear()
+
+    return wrapper
+
 TEST_RE = [146.5, 293.0, 585.9, 1171.9, 2343.8]
 
 
@@ -141,6 +168,7 @@ class KarmanSolver:
     def array(self, v: StaggeredGrid) -> torch.Tensor:
         return self.padded(*self.face_values(v))
 
+    @_forgets_custom_gradient_traces
     def initial(self, batch_size: int, kick: float, seed: int = 0, noise: float = 0.02) -> torch.Tensor:
         """Uniform inflow, a transverse push into the upper near wake (it breaks the symmetry, so
         that the wake starts to shed within a few hundred steps) and a little seeded noise."""
@@ -158,6 +186,7 @@ class KarmanSolver:
         v = advect.semi_lagrangian(v, v, self.dt)
         return v * (1 - self.inflow_mask) + self.inflow_mask * vec(x=self.inflow, y=0.0)
 
+    @_forgets_custom_gradient_traces
     def project(self, v: StaggeredGrid, solve: Solve | None = None) -> StaggeredGrid:
         return self._project(v, solve)[0]
 
@@ -178,6 +207,7 @@ class KarmanSolver:
         w = self._project(self._advance_eager(self.field(u, v), nu), math.copy_with(self.solve, x0=x0))[0]
         return self.face_values(w)
 
+    @_forgets_custom_gradient_traces
     def __call__(self, state: torch.Tensor, nu: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """One step of every row; ``groups`` (one integer per row, e.g. its case) enables the
         pressure warm start for rows of one group whose states are close to the group's first row."""
@@ -208,6 +238,7 @@ class KarmanSolver:
         p0 = math.tensor(pressure * close[:, None, None].to(pressure), batch("b"), spatial("x,y"))
         return self._step_from(*self.faces(state), math.tensor(nu, batch("b")), p0, precision)
 
+    @_forgets_custom_gradient_traces
     def resample(self, state: torch.Tensor, other: KarmanSolver) -> torch.Tensor:
         """A state of this solver interpolated onto ``other``'s faces (made divergence-free
         there when ``other`` is finer)."""
@@ -215,11 +246,32 @@ class KarmanSolver:
         return other.array(other.project(v) if other.nx > self.nx else v)
 
 
+class KarmanReference(zooframe.ReferenceSource):
+    """The high-fidelity mode: the cases are the configured Reynolds numbers, the trajectories the
+    same flow on a grid ``reference_factor`` times finer, resampled onto the source grid and cached
+    (:meth:`Karman.generate`)."""
+
+    def cases(self):
+        cfg = self.simulator.config
+        return {split: [zooframe.Case(f"Re{re:g}", {"re": re}) for re in res]
+                for split, res in (("train", cfg.train_reynolds), ("test", cfg.test_reynolds))}
+
+    def features(self, cases: Sequence[zooframe.Case]) -> torch.Tensor:
+        return torch.tensor([[pymath.log10(c.params["re"])] for c in cases], device=self.device)
+
+    def trajectories(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
+        sim = self.simulator
+        return sim.cache.fetch([sim._cache_params(c) for c in cases], steps,
+                               lambda missing: sim.generate([cases[i] for i in missing], steps)).to(self.device)
+
+
 class Karman(zooframe.Simulator):
     """Karman vortex street behind a cylinder; cases are Reynolds numbers Re = inflow * 2r / nu."""
 
     Config = KarmanConfig
+    high_fidelity = KarmanReference
     differentiable = True  # through PhiFlow's torch backend: FO-SOL, the upper bound
+    render_label = "vorticity"  # what render() gives, named in the figures
 
     def __init__(self, config: KarmanConfig, device="cpu"):
         super().__init__(config, device)
@@ -231,13 +283,6 @@ class Karman(zooframe.Simulator):
     def state_spec(self) -> zooframe.StateSpec:
         nx, ny = self.config.resolution
         return zooframe.StateSpec(("u", "v"), (nx + 1, ny + 1), valid=self.solver.valid)
-
-    def cases(self):
-        return {split: [zooframe.Case(f"Re{re:g}", {"re": re}) for re in res]
-                for split, res in (("train", self.config.train_reynolds), ("test", self.config.test_reynolds))}
-
-    def case_features(self, cases: Sequence[zooframe.Case]) -> torch.Tensor:
-        return torch.tensor([[pymath.log10(c.params["re"])] for c in cases], device=self.device)
 
     def viscosity(self, cases: Sequence[zooframe.Case]) -> torch.Tensor:
         cfg = self.config
@@ -266,10 +311,6 @@ class Karman(zooframe.Simulator):
             unused.add("pressure_tolerance")
         cfg = self.config.model_dump(exclude=unused, mode="json")
         return {"simulator": "karman", "re": case.params["re"], "phiflow": _phiflow_version(), **cfg}
-
-    def reference(self, cases: Sequence[zooframe.Case], steps: int) -> torch.Tensor:
-        return self.cache.fetch([self._cache_params(c) for c in cases], steps,
-                                lambda missing: self.generate([cases[i] for i in missing], steps)).to(self.device)
 
     def _solver(self, factor: int) -> KarmanSolver:
         nx, ny = self.config.resolution

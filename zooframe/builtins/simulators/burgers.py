@@ -19,6 +19,7 @@ import torch
 from pydantic import Field, PositiveFloat
 
 from ...plugins.base import PluginConfig
+from ...plugins.reference import ReferenceSource
 from ...plugins.simulator import Case, Simulator, StateSpec
 
 
@@ -56,24 +57,46 @@ def heun_steps(u: torch.Tensor, nu: torch.Tensor, dx: float, dt: float, substeps
     return u
 
 
-class Burgers(Simulator):
-    Config = BurgersConfig
-    differentiable = True  # pure torch; the limiter has a subgradient
-
-    @property
-    def state_spec(self) -> StateSpec:
-        return StateSpec(("u",), (self.config.resolution,))
+class BurgersReference(ReferenceSource):
+    """The high-fidelity mode: the same equation ``reference_factor`` times finer in space, with as
+    many sub-steps as stability needs, averaged back onto the source grid; the cases are the
+    configured viscosities, each with a random smooth initial profile of its own."""
 
     def cases(self) -> dict[str, list[Case]]:
-        cfg = self.config
+        cfg = self.simulator.config
         return {
             split: [Case(f"{split}-nu{nu:g}", {"nu": nu, "seed": 1000 * (split == "test") + i})
                     for i, nu in enumerate(nus)]
             for split, nus in (("train", cfg.train_viscosities), ("test", cfg.test_viscosities))
         }
 
-    def case_features(self, cases: Sequence[Case]) -> torch.Tensor:
+    def features(self, cases: Sequence[Case]) -> torch.Tensor:
         return torch.tensor([[math.log10(c.params["nu"])] for c in cases], device=self.device)
+
+    def trajectories(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
+        sim = self.simulator
+        cfg = sim.config
+        fine_n = cfg.resolution * cfg.reference_factor
+        u = sim.initial_states(cases, fine_n)
+        nu = sim._nu(cases, u)
+        substeps = sim._substeps(fine_n, float(nu.max()), cfg.dt)
+        frames = [u]
+        for _ in range(steps):
+            u = heun_steps(u, nu, 2 * math.pi / fine_n, cfg.dt, substeps)
+            frames.append(u)
+        fine = torch.stack(frames, dim=1)  # [B, T+1, 1, fine_n]
+        coarse = fine.reshape(*fine.shape[:-1], cfg.resolution, cfg.reference_factor).mean(-1)
+        return coarse.to(dtype=torch.get_default_dtype(), device=self.device)
+
+
+class Burgers(Simulator):
+    Config = BurgersConfig
+    differentiable = True  # pure torch; the limiter has a subgradient
+    high_fidelity = BurgersReference
+
+    @property
+    def state_spec(self) -> StateSpec:
+        return StateSpec(("u",), (self.config.resolution,))
 
     def _nu(self, cases: Sequence[Case], like: torch.Tensor) -> torch.Tensor:
         return torch.tensor([c.params["nu"] for c in cases], dtype=like.dtype, device=like.device)[:, None, None]
@@ -101,17 +124,3 @@ class Burgers(Simulator):
             u = (coef[:, None] * torch.sin(k[:, None] * x + phase[:, None]) / k[:, None]).sum(0)
             out.append(self.config.amplitude * u / u.abs().max())
         return torch.stack(out)[:, None, :]
-
-    def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
-        cfg = self.config
-        fine_n = cfg.resolution * cfg.reference_factor
-        u = self.initial_states(cases, fine_n)
-        nu = self._nu(cases, u)
-        substeps = self._substeps(fine_n, float(nu.max()), cfg.dt)
-        frames = [u]
-        for _ in range(steps):
-            u = heun_steps(u, nu, 2 * math.pi / fine_n, cfg.dt, substeps)
-            frames.append(u)
-        fine = torch.stack(frames, dim=1)  # [B, T+1, 1, fine_n]
-        coarse = fine.reshape(*fine.shape[:-1], cfg.resolution, cfg.reference_factor).mean(-1)
-        return coarse.to(dtype=torch.get_default_dtype(), device=self.device)
