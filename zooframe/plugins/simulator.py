@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from .base import Plugin
-
-if TYPE_CHECKING:  # the reference source module imports this one
-    from .reference import ReferenceSource
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Simulator(Plugin):
     category = "simulator"
     required = (("state_spec",), ("step", "step_one"))
     differentiable: bool = False
-    high_fidelity: ClassVar[type[ReferenceSource] | None] = None
+    high_fidelity: ClassVar[type | None] = None  # a ReferenceSource subclass (reference.py imports this module)
 
     def __init__(self, config, device: str | torch.device = "cpu"):
         super().__init__(config)
