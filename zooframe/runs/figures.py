@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -51,35 +51,49 @@ def error_curves(path: Path, curves: dict[str, Sequence[float]], title: str) -> 
     return path
 
 
-def snapshots(path: Path, fields: dict[str, torch.Tensor], times: Sequence[int], title: str) -> Path:
+def snapshots(path: Path, fields: dict[str, torch.Tensor], times: Sequence[int], title: str,
+              label: str | None = None) -> Path:
     """Rows: the named rollouts; columns: ``times``. Each entry of ``fields`` is ``[T + 1, *S]``
-    of a scalar field: images for 2D, lines for 1D."""
+    of a scalar field: images for 2D, lines for 1D. ``label`` names the quantity (the simulator's
+    ``render_label``, e.g. ``"vorticity"``): it joins the title and labels the colour bars (2D, one
+    per row, all rows on one colour scale so that they compare) or the value axis (1D)."""
     plt = _pyplot()
     names = list(fields)
     first = next(iter(fields.values()))
+    if label:
+        title = f"{title}: {label}"
     if first.ndim == 2:  # 1D: one panel per time, one line per rollout
-        fig, axes = plt.subplots(1, len(times), figsize=(3.2 * len(times), 3), squeeze=False)
+        fig, axes = plt.subplots(1, len(times), figsize=(3.2 * len(times), 3), squeeze=False, layout="constrained")
         for ax, t in zip(axes[0], times):
             for name in names:
                 ax.plot(fields[name][t].cpu().numpy(), label=name)
             ax.set_title(f"t = {t}")
         axes[0][0].legend(fontsize=7)
+        if label:
+            axes[0][0].set_ylabel(label)
     else:
-        limit = max(float(f[list(times)].abs().max()) for f in fields.values()) or 1.0
-        fig, axes = plt.subplots(len(names), len(times), figsize=(2.8 * len(times), 1.6 * len(names) + 0.6),
-                                 squeeze=False)
+        shown = [f[list(times)] for f in fields.values()]
+        limit = max(float(f.abs().max()) for f in shown) or 1.0
+        # a signed field (vorticity, a phase field) on a diverging map centred on 0; a magnitude from 0
+        signed = min(float(f.min()) for f in shown) < 0
+        cmap, vmin = ("RdBu_r", -limit) if signed else ("viridis", 0.0)
+        fig, axes = plt.subplots(len(names), len(times), figsize=(2.8 * len(times) + 0.9, 1.6 * len(names) + 0.6),
+                                 squeeze=False, layout="constrained")
         for r, name in enumerate(names):
             for c, t in enumerate(times):
                 ax = axes[r][c]
-                ax.imshow(fields[name][t].T.cpu().numpy(), origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
+                image = ax.imshow(fields[name][t].T.cpu().numpy(), origin="lower", cmap=cmap, vmin=vmin, vmax=limit)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
                     ax.set_title(f"t = {t}", fontsize=9)
                 if c == 0:
                     ax.set_ylabel(name, fontsize=9)
+            bar = fig.colorbar(image, ax=list(axes[r]), shrink=0.9, pad=0.02)
+            bar.ax.tick_params(labelsize=7)
+            if label:
+                bar.set_label(label, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
