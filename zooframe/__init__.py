@@ -42,7 +42,10 @@ from .runs import RunResult, evaluate_run, load_run, run
 from .runs.evaluation import evaluate
 from .runs.experiment import Experiment
 
-__version__ = importlib.metadata.version("zooframe")
+try:
+    __version__ = importlib.metadata.version("zooframe")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 _compat.install()
 
