@@ -55,6 +55,30 @@ def test_a_rollout_traces_the_step_once(tiny):
     assert sim.solver.traces == 2
 
 
+def test_steps_at_many_batch_sizes_warn_nothing_and_keep_no_custom_gradient_traces(tiny):
+    """PhiFlow masks the obstacle with phiml's safe_mul, a custom-gradient function that keeps a
+    trace per signature (each batch size a step is compiled for, each grid) and warns from the
+    eighth on; ZO training meets many batch sizes. The solver clears them after each call."""
+    import warnings
+
+    from phiml.math._functional import _safe_mul
+
+    sim = Karman(KarmanConfig(**tiny))
+    cases = SimulatorReference.of(sim).cases()["train"]
+    state = sim.solver.initial(len(cases), kick=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with torch.no_grad():
+            for rows in range(1, 10):
+                out = sim.step(state.repeat(rows, 1, 1, 1), cases * rows, seed=0)
+        assert sim.solver.traces == 9
+        torch.testing.assert_close(out[:2], sim.step(state, cases, seed=0), rtol=1e-5, atol=1e-6)
+        theta = state.clone().requires_grad_(True)  # through the jitted step and back: mappings kept
+        sim.step(theta, cases, seed=0).square().sum().backward()
+    assert torch.isfinite(theta.grad).all() and not _safe_mul.traces
+    assert sim.render_label == "vorticity"
+
+
 def test_warm_started_pressure_solves_match_cold_ones(tiny):
     """Rows sharing a case start their pressure solve from that case's first row (ZO queries);
     a row far from it (another time of the case) starts cold. Results agree to the solve tolerance."""
