@@ -1,7 +1,12 @@
 """Each benchmark script that is cheap in its smallest form runs and writes its results file in the
 format of ../shared/BENCHMARKS.md (a script no test ran once broke unseen: fipy_batching.py read an
 estimator field its example no longer had). Results go to a temporary folder, never over the
-committed ones; the numbers are not checked here, only that a run produces them."""
+committed ones; the numbers are not checked here, only that a run produces them.
+
+A script that reads an example config runs from a copy of the repository's layout whose examples are
+test-sized (a smaller grid and reference, fewer cases, steps and rollout): every other section is the
+example's own, so a script that no longer fits its example still fails here, in seconds rather than
+the minutes the examples' references take to generate. References go to a cache of the session's."""
 
 from __future__ import annotations
 
@@ -26,24 +31,56 @@ def _installed(module: str):
 
 _GCC = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 
+# test-sized examples: what replaces each section's fields in the example of that name
+KARMAN = {"simulator": {"resolution": [32, 16], "reference_factor": 2, "warmup": 20,
+                        "train_reynolds": [200.0, 800.0], "test_reynolds": [400.0]},
+          "training": {"steps": 2, "horizon": 8}, "evaluation": {"steps": 8}}
+FIPY = {"simulator": {"resolution": 16, "length": 16.0, "reference_factor": 2}, "evaluation": {"steps": 8}}
+FIPY_EXAMPLES = {"fipy_spinodal": FIPY, "fipy_pretrain": FIPY}
 
 SMOKE = [
-    pytest.param("gradient_quality", ["--quick"], "gradient_quality_quick", marks=_installed("zooframe_phiflow"),
-                 id="gradient_quality"),
-    pytest.param("karman_accuracy", ["--quick"], "karman_accuracy_quick", marks=_installed("zooframe_phiflow"),
-                 id="karman_accuracy"),
-    pytest.param("external_overhead", ["--rows", "4", "--repeats", "1"], "external_overhead",
-                 marks=[_installed("zooframe_external"), _GCC], id="external_overhead"),
-    pytest.param("fipy_batching", ["--repeats", "1", "--zo-steps", "2"], "fipy_batching",
-                 marks=_installed("zooframe_fipy"), id="fipy_batching"),
+    pytest.param("gradient_quality", ["--quick", "--q", "2"], "gradient_quality_quick", {"karman_zo_sol": KARMAN},
+                 marks=[_installed("zooframe_phiflow"), pytest.mark.slow], id="gradient_quality"),
+    # the full path on the test-sized example (--quick would replace its grid with a larger one)
+    pytest.param("karman_accuracy", [], "karman_accuracy", {"karman_zo_sol": KARMAN},
+                 marks=[_installed("zooframe_phiflow"), pytest.mark.slow], id="karman_accuracy"),
+    pytest.param("external_overhead", ["--rows", "4", "--repeats", "1", "--resolution", "16"], "external_overhead",
+                 None, marks=[_installed("zooframe_external"), _GCC], id="external_overhead"),
+    pytest.param("fipy_batching", ["--repeats", "1", "--zo-steps", "2"], "fipy_batching", FIPY_EXAMPLES,
+                 marks=[_installed("zooframe_fipy"), pytest.mark.slow], id="fipy_batching"),
 ]
 
 
-def _run(script: str, args: list[str], folder: Path) -> Path:
+@pytest.fixture(scope="session")
+def reference_cache(tmp_path_factory) -> Path:
+    """One reference cache for the session's benchmark runs (test-sized: none of the user's)."""
+    return tmp_path_factory.mktemp("benchmark-references")
+
+
+def _layout(folder: Path, examples: dict[str, dict]) -> Path:
+    """A copy of the repository's benchmarks/ and examples/ under ``folder``, each example named in
+    ``examples`` with its sections' fields replaced; returns the copy's benchmarks/."""
+    root = folder / "repository"
+    shutil.copytree(BENCHMARKS, root / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    shutil.copytree(BENCHMARKS.parent / "examples", root / "examples")
+    for name, sections in examples.items():
+        path = root / "examples" / f"{name}.json"
+        config = json.loads(path.read_text())
+        for section, fields in sections.items():
+            config[section].update(fields)
+        path.write_text(json.dumps(config, indent=2))
+    return root / "benchmarks"
+
+
+def _run(script: str, args: list[str], folder: Path, examples: dict[str, dict] | None = None,
+         cache: Path | None = None) -> Path:
     results = folder / "results"
     env = {key: value for key, value in os.environ.items() if key != "ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"}
     env.update(ZOOFRAME_BENCHMARK_RESULTS=str(results), OMP_NUM_THREADS="1")  # plugins found as a user's run finds them
-    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args], cwd=folder, env=env,
+    if cache is not None:
+        env["ZOOFRAME_CACHE"] = str(cache)
+    scripts = BENCHMARKS if examples is None else _layout(folder, examples)
+    done = subprocess.run([sys.executable, str(scripts / f"{script}.py"), *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{script}.py {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return results
@@ -59,22 +96,25 @@ def _check_block(block: dict, script: str) -> None:
         assert isinstance(value, (int, float)) and math.isfinite(value), f"{script}: ratio {name} = {value!r}"
 
 
-@pytest.mark.parametrize("script, args, name", SMOKE)
-def test_benchmark_runs_and_writes_its_results_file(tmp_path, script, args, name):
-    results = _run(script, args, tmp_path)
+@pytest.mark.benchmark
+@pytest.mark.parametrize("script, args, name, examples", SMOKE)
+def test_benchmark_runs_and_writes_its_results_file(tmp_path, reference_cache, script, args, name, examples):
+    results = _run(script, args, tmp_path, examples, reference_cache)
     path = results / f"{name}.json"
     assert path.is_file(), f"{script}.py wrote {sorted(p.name for p in results.glob('*'))}, not {path.name}"
     _check_block(json.loads(path.read_text()), script)
 
 
+@pytest.mark.benchmark
+@pytest.mark.slow
 @_installed("zooframe_fipy")
-def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path):
+def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path, reference_cache):
     results = tmp_path / "results"
     results.mkdir()
     other = {"benchmark": "materials_nde.devito", "kept": True}
     (results / "materials_nde.json").write_text(json.dumps({"tasks": {"devito": other}}))
     _run("materials_nde", ["--task", "fipy", "--steps", "2", "--seeds", "0", "1", "--runs", str(tmp_path / "runs"),
-                           "--long-rollout", "3"], tmp_path)
+                           "--long-rollout", "3"], tmp_path, FIPY_EXAMPLES, reference_cache)
     data = json.loads((results / "materials_nde.json").read_text())
     assert data["tasks"]["devito"] == other
     block = data["tasks"]["fipy"]
@@ -94,6 +134,7 @@ def _scaling_row(seed: int, mae: float, steps: int = 1000) -> dict:
             "train_s": 0.01 * steps, "steps": steps, "cosine_to_fo": {}}
 
 
+@pytest.mark.benchmark
 def test_karman_scaling_report_keeps_every_seed_of_rows_and_earlier_blocks(tmp_path):
     """The grid is filled over sittings: seeds trained before the rows were kept live only in the
     earlier results file's blocks, and the report must neither drop them nor the newer rows."""
