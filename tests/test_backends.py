@@ -29,8 +29,12 @@ def estimate(make_engine, config):
         return cge.tell(queries, engine.evaluate(objective, queries)), engine
 
 
-@pytest.mark.parametrize("backend, workers", [("process", 2), ("ray", 1), ("ray", 2)])
-def test_backends_give_the_local_estimate(ray_instance, backend, workers):
+RAY = pytest.mark.ray
+
+
+@pytest.mark.parametrize("backend, workers", [("process", 2), pytest.param("ray", 1, marks=RAY),
+                                              pytest.param("ray", 2, marks=RAY)])
+def test_backends_give_the_local_estimate(backend, workers):
     from zooframe.execution.process_engine import ProcessEngine
     from zooframe.execution.ray_engine import RayEngine
 
@@ -42,6 +46,7 @@ def test_backends_give_the_local_estimate(ray_instance, backend, workers):
     assert engine.queries == len(expected) + 1 and engine.remote_seconds > 0
 
 
+@RAY
 def test_a_ray_run_accounts_queries_and_simulator_time(ray_instance, tmp_path):
     config = small(steps=3)
     config["execution"] = {"backend": "ray", "workers": 2, "chunk_size": 8}
@@ -75,8 +80,8 @@ def cge_step():
     return exp, objective, CGE(CGEConfig(kind="cge")).ask(exp.flat.get(), torch.Generator())
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, backend):
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=RAY)])
+def test_a_dead_worker_is_replaced_and_its_queries_sent_again(backend):
     exp, objective, queries = cge_step()
     # one worker: in a pool of two, the other could answer all queries before the pool notices the death
     with remote_engine(backend, exp, workers=1, max_restarts=1) as engine:
@@ -89,8 +94,9 @@ def test_a_dead_worker_is_replaced_and_its_queries_sent_again(ray_instance, back
             engine.evaluate(objective, queries)
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_a_hung_worker_is_stopped_and_replaced(ray_instance, backend):
+@pytest.mark.slow  # waits out the worker timeout twice, and restarts the worker
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=RAY)])
+def test_a_hung_worker_is_stopped_and_replaced(backend):
     exp, objective, queries = cge_step()
     # one worker: a pool's other worker would take over the queries of a frozen one that holds none
     with remote_engine(backend, exp, workers=1, max_restarts=1) as engine:
@@ -165,8 +171,8 @@ def test_chunks_are_spread_over_workers():
     assert spread(1, 4, 256) == [(0, 1)]
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
-def test_an_in_process_registry_reaches_the_workers(ray_instance, tmp_path, backend):
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=RAY)])
+def test_an_in_process_registry_reaches_the_workers(tmp_path, backend):
     """A plugin that exists only in this process's Registry (no entry point) runs on workers, which
     get its class and config from the experiment and never consult a registry of their own."""
     from .helpers import registry_with_opaque

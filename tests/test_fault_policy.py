@@ -141,7 +141,8 @@ def engine_for(backend, exp):
 
 @pytest.mark.parametrize("backend, fault", [
     *[("local", f) for f in ("exception", "timeout", "output", "shape", "nonfinite")],
-    ("process", "exception"), ("process", "shape"), ("ray", "exception"), ("ray", "nonfinite")])
+    ("process", "exception"), ("process", "shape"), pytest.param("ray", "exception", marks=pytest.mark.ray),
+    pytest.param("ray", "nonfinite", marks=pytest.mark.ray)])
 def test_the_queries_that_fail_are_found_on_every_backend(request, backend, fault):
     """Queries that blow the corrected state up past 50 fail, every time; the rest keep their
     fault-free values, and a fault inside a worker does not count as a lost worker."""
@@ -241,7 +242,7 @@ def test_a_shared_part_of_the_step_that_fails_skips_the_step(tmp_path):
         zooframe.run(config, output=tmp_path / "shape", registry=registry_with_opaque())
 
 
-@pytest.mark.parametrize("backend", ["process", "ray"])
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=pytest.mark.ray)])
 def test_policies_act_the_same_on_workers(request, tmp_path, backend):
     if backend == "ray":
         request.getfixturevalue("ray_instance")
@@ -257,7 +258,7 @@ def test_policies_act_the_same_on_workers(request, tmp_path, backend):
         zooframe.run(config, output=tmp_path / "abort", registry=registry_with_opaque())
 
 
-@pytest.mark.parametrize("backend", ["local", "process", "ray"])
+@pytest.mark.parametrize("backend", ["local", "process", pytest.param("ray", marks=pytest.mark.ray)])
 def test_the_simulator_is_closed_where_it_ran(request, tmp_path, backend):
     import os
 

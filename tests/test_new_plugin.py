@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from zooframe.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +22,8 @@ def test_a_bad_name_or_a_used_folder_is_a_clear_error(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh virtual environment: pip installs torch, zooframe and the skeleton
+@pytest.mark.network
 def test_the_skeleton_installs_alone_passes_its_test_and_runs(tmp_path):
     assert main(["new-plugin", "heat1d", "--output", str(tmp_path / "zooframe-heat1d")]) == 0
     env_dir = tmp_path / "venv"

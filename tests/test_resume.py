@@ -41,6 +41,7 @@ def zooframe_run(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two runs of 400 steps in subprocesses, one killed and resumed
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, name):
     path = config_file(tmp_path, name)
