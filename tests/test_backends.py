@@ -171,7 +171,7 @@ def test_chunks_are_spread_over_workers():
     assert spread(1, 4, 256) == [(0, 1)]
 
 
-@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=RAY)])
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=[RAY, pytest.mark.slow])])
 def test_an_in_process_registry_reaches_the_workers(tmp_path, backend):
     """A plugin that exists only in this process's Registry (no entry point) runs on workers, which
     get its class and config from the experiment and never consult a registry of their own."""

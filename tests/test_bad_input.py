@@ -67,11 +67,24 @@ def mutated_configs(draw):
 
 FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# the fast tier fuzzes 100 derandomized examples; the 1000 run in the whole suite (marked slow)
+FUZZ_FAST = settings(FUZZ, max_examples=100)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutated_configs())
 def test_fuzzed_configs_through_the_api_give_errors_with_paths(config):
+    api_gives_errors_with_paths(config)
+
+
+@FUZZ_FAST
+@given(mutated_configs())
+def test_a_few_fuzzed_configs_through_the_api_give_errors_with_paths(config):
+    api_gives_errors_with_paths(config)
+
+
+def api_gives_errors_with_paths(config):
     try:
         valid = load_config(config)
     except ConfigError as exc:
@@ -83,9 +96,20 @@ def test_fuzzed_configs_through_the_api_give_errors_with_paths(config):
     event("valid, ready to run" if not preflight(valid) else "valid, refused before any work")
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes"]))
 def test_fuzzed_config_files_through_validate_never_give_a_traceback(tmp_path_factory, config, form):
+    validate_gives_no_traceback(tmp_path_factory, config, form)
+
+
+@FUZZ_FAST
+@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes"]))
+def test_a_few_fuzzed_config_files_through_validate_never_give_a_traceback(tmp_path_factory, config, form):
+    validate_gives_no_traceback(tmp_path_factory, config, form)
+
+
+def validate_gives_no_traceback(tmp_path_factory, config, form):
     path = tmp_path_factory.mktemp("fuzz") / "config.json"
     text = json.dumps(config)
     if form == "empty":

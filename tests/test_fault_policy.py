@@ -242,7 +242,7 @@ def test_a_shared_part_of_the_step_that_fails_skips_the_step(tmp_path):
         zooframe.run(config, output=tmp_path / "shape", registry=registry_with_opaque())
 
 
-@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.mark.parametrize("backend", ["process", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_policies_act_the_same_on_workers(request, tmp_path, backend):
     if backend == "ray":
         request.getfixturevalue("ray_instance")
@@ -258,7 +258,8 @@ def test_policies_act_the_same_on_workers(request, tmp_path, backend):
         zooframe.run(config, output=tmp_path / "abort", registry=registry_with_opaque())
 
 
-@pytest.mark.parametrize("backend", ["local", "process", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.mark.parametrize("backend", ["local", "process",
+                                     pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_the_simulator_is_closed_where_it_ran(request, tmp_path, backend):
     import os
 

@@ -47,8 +47,10 @@ def config(command, mode, reference, steps=20, lr=0.03, evaluation_steps=HORIZON
 @pytest.mark.parametrize("solver, mode, steps, lr, evaluation_steps", [
     ("c", "batch", 20, 0.03, HORIZON),
     ("c", "persistent", 20, 0.03, HORIZON),
-    ("c", "case", 10, 0.05, 10),  # one process per row: 126 rows per solver call
-    ("python", "batch", 10, 0.05, 10),  # a NumPy start-up per call
+    # slow: a process per row (126 rows per solver call), a NumPy start-up per call; the other modes
+    # of both solvers run in the fast tier
+    pytest.param("c", "case", 10, 0.05, 10, marks=pytest.mark.slow),
+    pytest.param("python", "batch", 10, 0.05, 10, marks=pytest.mark.slow),
     ("python", "persistent", 20, 0.03, HORIZON),
 ])
 def test_training_through_the_external_solver_corrects_it(solvers, reference_file, tmp_path, solver, mode, steps,

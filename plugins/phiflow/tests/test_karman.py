@@ -55,6 +55,7 @@ def test_a_rollout_traces_the_step_once(tiny):
     assert sim.solver.traces == 2
 
 
+@pytest.mark.slow  # compiles the step for 9 batch sizes
 def test_steps_at_many_batch_sizes_warn_nothing_and_keep_no_custom_gradient_traces(tiny):
     """PhiFlow masks the obstacle with phiml's safe_mul, a custom-gradient function that keeps a
     trace per signature (each batch size a step is compiled for, each grid) and warns from the
@@ -128,6 +129,7 @@ def test_cases_differ_in_viscosity_and_padding_stays_empty(tiny):
     assert torch.all(state[:, 0, :, -1] == 0) and torch.all(state[:, 1, -1, :] == 0)
 
 
+@pytest.mark.slow  # generates references 5 times (the cache itself: tests/test_trajectory_cache.py)
 def test_reference_is_cached_and_regenerated_when_damaged(tiny, monkeypatch):
     sim = Karman(KarmanConfig(**tiny))
     cases = SimulatorReference.of(sim).cases()["train"]
@@ -154,7 +156,7 @@ def test_reference_is_cached_and_regenerated_when_damaged(tiny, monkeypatch):
     assert calls == [2, 1, 2, 2]
 
 
-@pytest.mark.parametrize("pressure_solver", ["direct", "cg"])
+@pytest.mark.parametrize("pressure_solver", ["direct", pytest.param("cg", marks=pytest.mark.slow)])
 def test_zo_gradient_of_the_sol_loss_matches_autograd_through_phiflow(registry, tiny, pressure_solver):
     config = zooframe.load_config({
         "simulator": {**tiny, "pressure_tolerance": 1e-5, "pressure_solver": pressure_solver},
