@@ -167,6 +167,7 @@ class PulseEcho(zooframe.Simulator):
 
     Config = PulseEchoConfig
     high_fidelity = PulseEchoReference
+    render_label = "pressure u"  # what render() gives, named in the figures
 
     def __init__(self, config: PulseEchoConfig, device="cpu"):
         super().__init__(config, device)

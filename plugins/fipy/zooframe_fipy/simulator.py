@@ -95,6 +95,7 @@ class Spinodal(zooframe.Simulator):
 
     Config = SpinodalConfig
     high_fidelity = SpinodalReference
+    render_label = "order parameter phi"  # what render() gives, named in the figures
 
     def __init__(self, config: SpinodalConfig, device="cpu"):
         super().__init__(config, device)
