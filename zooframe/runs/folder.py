@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import warnings
@@ -23,6 +24,7 @@ from . import checkpoint, figures
 from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment, output_problems
 from .export import export_correction
+from .lock import folder_lock
 from .trainer import Trainer
 
 CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE, CHECKPOINT_FILE = (
@@ -61,7 +63,9 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     A checkpoint is written every ``output.checkpoint_every`` steps and after the last. With
     ``resume``, a stopped run continues from its checkpoint (the same steps as if it had never
     stopped); a completed run is left as it is. A folder that holds another experiment is refused
-    unless ``force``; a new run in an old folder first removes the old run's files.
+    unless ``force``; a new run in an old folder first removes the old run's files. A folder is one
+    run's at a time: a run holds its lock (:mod:`zooframe.runs.lock`), and another run into it is
+    refused, naming the holder's pid.
 
     What the config asks and the task cannot give (and a run folder that cannot be written) is a
     :class:`ConfigError` before the folder is touched. If training stops early (an error, Ctrl-C),
@@ -81,7 +85,7 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
         exp = Experiment.build(config, registry)
     except ZooframeError as exc:
         raise ConfigError([str(exc)], label) from exc
-    with exp:
+    with exp, folder_lock(out, SUMMARY_FILE):
         return _start(exp, out, progress, on_step, resume, force)
 
 
@@ -94,7 +98,7 @@ def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: b
     if resume and state is None:
         warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=3)
     _write_json(out / CONFIG_FILE, config.to_json())
-    _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building"})  # no stale summary survives
+    _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building", "pid": os.getpid()})  # no stale one
     try:
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
             return _run(exp, out, progress, threads, on_step, state)
@@ -186,7 +190,7 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     show = config.output.progress if progress is None else progress
     bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
                leave=False)
-    summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running",
+    summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running", "pid": os.getpid(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
     if resume is not None:
