@@ -155,3 +155,24 @@ def test_an_interrupted_run_resumes_on_its_backend_with_skipped_steps(tmp_path, 
     for key in ("faults", "skipped_steps", "queries_total"):
         assert resumed.summary[key] == whole.summary[key]
     assert 0 < len(whole.summary["skipped_steps"]) < 20
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", pytest.param("SIGHUP", marks=pytest.mark.slow)])  # the same path
+def test_a_scheduler_stop_ends_like_ctrl_c_and_the_run_resumes(tmp_path, signame):
+    path = config_file(tmp_path, "dense", steps=300)
+    stopped = zooframe_run(path, "--output", tmp_path / "run")
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 20):
+        assert stopped.poll() is None and time.monotonic() < deadline, stopped.communicate()
+        time.sleep(0.05)
+    stopped.send_signal(getattr(signal, signame))
+    _, err = stopped.communicate(timeout=60)
+    assert stopped.returncode == 128 + getattr(signal, signame), err
+    assert f"stopped by {signame}" in err and "Traceback" not in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and signame in summary["error"], summary
+    assert (tmp_path / "run" / "model.pt").is_file() and summary["steps"] < 300
+    resumed = zooframe_run(path, "--output", tmp_path / "run", "--resume")
+    assert resumed.wait() == 0, resumed.communicate()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -191,8 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: how a scheduler (Slurm, Kubernetes), ``docker stop`` or a dropped ssh
+    session stops a job. A command stops as on Ctrl-C: a run writes its weights and its summary
+    (status ``interrupted``, the signal named), and keeps the checkpoint to resume from."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    own = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS} if own else {}
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -201,9 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooframeError as exc:
         print(f"zooframe: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("zooframe: interrupted; what was computed so far is in the run folder", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        how = str(exc) if isinstance(exc, Stopped) else "interrupted"
+        print(f"zooframe: {how}; what was computed so far is in the run folder", file=sys.stderr)
+        return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":
