@@ -176,3 +176,19 @@ def test_a_scheduler_stop_ends_like_ctrl_c_and_the_run_resumes(tmp_path, signame
     resumed = zooframe_run(path, "--output", tmp_path / "run", "--resume")
     assert resumed.wait() == 0, resumed.communicate()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_run_stored_without_a_field_added_since_resumes_with_its_default(tmp_path):
+    config = small(steps=4)
+    config["output"] = {"progress": False, "checkpoint_every": 2}
+    zooframe.run(config, output=tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["training"]["solver_jacobian"], stored["execution"]["faults"]  # as a version without them wrote it
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    resumed = zooframe.run(config, output=tmp_path, resume=True)
+    assert resumed.summary["status"] == "completed" and resumed.summary["resumed_from_step"] == 4
+    config["training"]["solver_jacobian"] = "drop"  # a value that does differ still does
+    with pytest.raises(zooframe.ZooframeError, match="differs in: training.solver_jacobian"):
+        zooframe.run(config, output=tmp_path, resume=True)

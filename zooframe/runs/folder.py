@@ -117,6 +117,15 @@ def _comparable(config: Any) -> dict:
     return config
 
 
+def _with_defaults(stored: Any, config: ExperimentBase) -> Any:
+    """A stored config as this version reads it: a field it lacks (written by a version without
+    that field) takes its default, which is no difference. As stored when this version refuses it."""
+    try:
+        return type(config).model_validate(stored).to_json()
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return stored
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
@@ -132,7 +141,7 @@ def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool
     old_config = out / CONFIG_FILE
     if old_config.is_file():
         try:
-            old = json.loads(old_config.read_text())
+            old = _with_defaults(json.loads(old_config.read_text()), config)
         except (json.JSONDecodeError, UnicodeDecodeError):
             old = None
         differ = _differences(_comparable(old), _comparable(config.to_json()))
