@@ -41,6 +41,14 @@ def zooframe_run(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_steps(process, metrics, steps: int) -> None:
+    """Until ``metrics`` holds ``steps`` lines, with ``process`` still running (2 minutes at most)."""
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= steps):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+
+
 @pytest.mark.slow  # two runs of 400 steps in subprocesses, one killed and resumed
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, name):
@@ -48,10 +56,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, name):
     whole = zooframe_run(path, "--output", tmp_path / "whole")
     killed = zooframe_run(path, "--output", tmp_path / "killed")
     metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 60):
-        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
-        time.sleep(0.05)
+    wait_for_steps(killed, metrics, 60)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     lines = len(metrics.read_text().splitlines())
@@ -162,10 +167,7 @@ def test_a_scheduler_stop_ends_like_ctrl_c_and_the_run_resumes(tmp_path, signame
     path = config_file(tmp_path, "dense", steps=300)
     stopped = zooframe_run(path, "--output", tmp_path / "run")
     metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 20):
-        assert stopped.poll() is None and time.monotonic() < deadline, stopped.communicate()
-        time.sleep(0.05)
+    wait_for_steps(stopped, metrics, 20)
     stopped.send_signal(getattr(signal, signame))
     _, err = stopped.communicate(timeout=60)
     assert stopped.returncode == 128 + getattr(signal, signame), err

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
-    p = add("check", cmd_check, "run the conformance kit (zooframe.plugins.testing) on a config's simulator and reference")
+    p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
     p.add_argument("config")
     p = add("new-plugin", cmd_new_plugin, "write a simulator plugin package to start from (docs/writing-a-plugin.md)")
     p.add_argument("name", help="the plugin's config kind, e.g. heat1d")
