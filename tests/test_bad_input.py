@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import zooframe
 from zooframe.cli import main
-from zooframe.config.sections import load_config
+from zooframe.config.sections import MAX_PROBLEMS, load_config
 from zooframe.plugins.errors import ConfigError
 from zooframe.runs.experiment import preflight
 
@@ -21,7 +21,7 @@ from .helpers import SMALL, small
 junk = st.recursive(
     st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=12)
     | st.sampled_from(["", "auto", "cge", "burgers", "conv", "file", "ray", "nog", "-1", "1e999", "\u2603\u0000",
-                       "runs/{x}", "runs/{", "{0}", "a\u0000b", "/dev/null/run"]),
+                       "runs/{x}", "runs/{", "{0}", "a\u0000b", "/dev/null/run", 2**63, 10**8, 1e8, 100_000]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 
@@ -36,7 +36,7 @@ def paths(node, prefix=()):
 @st.composite
 def mutated_configs(draw):
     """A valid config with one to three mutations (a value replaced, a key dropped, a key added,
-    deep nesting), or a document that is not a config at all."""
+    deep nesting, many keys added), or a document that is not a config at all."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.lists(junk, max_size=3) | junk)
     config = copy.deepcopy(SMALL)
@@ -50,13 +50,15 @@ def mutated_configs(draw):
             parent = parent[key]
         if not isinstance(parent, dict) or where[-1] not in parent:
             continue
-        action = draw(st.sampled_from(["replace", "drop", "add", "nest"]))
+        action = draw(st.sampled_from(["replace", "drop", "add", "nest", "crowd"]))
         if action == "replace":
             parent[where[-1]] = draw(junk)
         elif action == "drop":
             del parent[where[-1]]
         elif action == "add":
             parent[draw(st.text(min_size=1, max_size=10))] = draw(junk)
+        elif action == "crowd":  # many unknown keys at once
+            parent.update({f"k{i}": i for i in range(draw(st.integers(10, 500)))})
         else:
             deep = draw(junk)
             for _ in range(draw(st.integers(10, 300))):
@@ -90,21 +92,22 @@ def api_gives_errors_with_paths(config):
     except ConfigError as exc:
         event("invalid")
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        assert len(exc.problems) <= MAX_PROBLEMS + 1  # and a line that counts the rest
         if isinstance(config, dict):
-            assert all(":" in p for p in exc.problems)  # path: message
+            assert all(":" in p for p in exc.problems if not p.startswith("... and"))  # path: message
         return
     event("valid, ready to run" if not preflight(valid) else "valid, refused before any work")
 
 
 @pytest.mark.slow
 @FUZZ
-@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes"]))
+@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes", "deep"]))
 def test_fuzzed_config_files_through_validate_never_give_a_traceback(tmp_path_factory, config, form):
     validate_gives_no_traceback(tmp_path_factory, config, form)
 
 
 @FUZZ_FAST
-@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes"]))
+@given(mutated_configs(), st.sampled_from(["json", "empty", "truncated", "bytes", "deep"]))
 def test_a_few_fuzzed_config_files_through_validate_never_give_a_traceback(tmp_path_factory, config, form):
     validate_gives_no_traceback(tmp_path_factory, config, form)
 
@@ -118,6 +121,8 @@ def validate_gives_no_traceback(tmp_path_factory, config, form):
         path.write_text(text[: len(text) // 2])
     elif form == "bytes":
         path.write_bytes(b"\xff\xfe" + text.encode("utf-16-le"))
+    elif form == "deep":  # the config inside more brackets than the JSON parser can follow
+        path.write_text("[" * 5000 + text + "]" * 5000)
     else:
         path.write_text(text)
     err, out = io.StringIO(), io.StringIO()
@@ -127,6 +132,24 @@ def validate_gives_no_traceback(tmp_path_factory, config, form):
     event(f"exit code {code}")
     assert code in (0, 2) and "Traceback" not in err
     assert (code == 0) == (err == "")
+
+
+def test_a_config_nested_deeper_than_the_parser_follows_is_named(tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text('{"training": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{path}: not a config: JSON nested deeper than Python's parser can follow\n"
+
+
+def test_thousands_of_problems_are_counted_not_listed(tmp_path):
+    config = small()
+    config["training"].update({f"typo{i}": 1 for i in range(1000)})
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    problems = err.value.problems
+    assert len(problems) == MAX_PROBLEMS + 1 and problems[-1] == f"... and {1000 - MAX_PROBLEMS} more problems (not shown)"
+    assert all(p.startswith("training.typo") for p in problems[:-1])
 
 
 def test_validate_catches_an_unknown_split_and_an_unwritable_folder(tmp_path, capsys):

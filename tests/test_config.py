@@ -49,6 +49,14 @@ def with_(**changes):
     (with_(execution__chunk_size=0), "execution.chunk_size: chunk_size must be at least 1 or 'auto' (got 0)"),
     (with_(sparsity__ratio=1.0), "sparsity.ratio: Input should be less than 1 (got 1.0)"),
     (with_(training__mode="backprop"), "training.mode: Input should be 'zo', 'fo', 'nog' or 'non'"),
+    # issue 32: accepted, then a traceback or a fault blamed on the simulator or the machine
+    (with_(training__optimizer={"lr": float("inf")}), "training.optimizer.lr: Input should be a finite number"),
+    (with_(estimator__mu=float("nan")), "estimator.mu: Input should be a finite number"),
+    (with_(training__seed=2**64 - 1), "training.seed: Input should be less than 9223372036854775808"),
+    (with_(execution__threads=100000), "execution.threads: threads must be at most 1024 or 'auto' (got 100000)"),
+    (with_(execution__threads_per_worker=100000), "execution.threads_per_worker: Input should be less than or equal "
+                                                  "to 1024"),
+    (with_(output__dir=""), "output.dir: empty: name the run folder"),
 ])
 def test_validate_explains_each_error_on_one_line(tmp_path, capsys, config, expected):
     code, problems, err = validate(tmp_path, capsys, config)

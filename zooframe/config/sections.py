@@ -24,7 +24,7 @@ from .registry import CATEGORIES, Registry, get_registry
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptimizerConfig(Section):
@@ -51,7 +51,7 @@ class TrainingConfig(Section):
     steps: int = Field(100, ge=1, description="optimizer steps")
     horizon: int = Field(50, ge=1, description="reference steps per training case that windows start from")
     cases_per_step: int | None = Field(None, ge=1, description="training cases per step (default: all)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     init: str | None = Field(
@@ -143,11 +143,14 @@ class FaultConfig(Section):
         return self
 
 
+MAX_THREADS = 1024  # far more than any machine's cores; OpenMP aborts the process when it cannot start them
+
+
 class ExecutionConfig(Section):
     backend: Literal["local", "process", "ray"] = Field(
         "local", description="local: in this process; process: a pool of local workers; ray: Ray actors")
     workers: int = Field(2, ge=1, description="process and ray: workers, each with a warm simulator")
-    threads_per_worker: int = Field(1, ge=1, description="process and ray: torch threads per worker")
+    threads_per_worker: int = Field(1, ge=1, le=MAX_THREADS, description="process and ray: torch threads per worker")
     worker_restarts: int = Field(3, ge=0, description="process and ray: how often in a run a worker that died "
                                  "(a simulator crash, a lost node) is replaced and its step's queries sent again")
     worker_timeout_s: float | None = Field(
@@ -170,6 +173,8 @@ class ExecutionConfig(Section):
     def _positive(cls, v, info):
         if isinstance(v, int) and v < 1:
             raise ValueError(f"{info.field_name} must be at least 1 or 'auto' (got {v})")
+        if info.field_name == "threads" and isinstance(v, int) and v > MAX_THREADS:
+            raise ValueError(f"threads must be at most {MAX_THREADS} or 'auto' (got {v})")
         return v
 
 
@@ -182,6 +187,8 @@ class OutputConfig(Section):
     @field_validator("dir")
     @classmethod
     def _placeholders(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: name the run folder, e.g. 'runs/{name}' (or '.' for the working directory)")
         if "\x00" in v:
             raise ValueError("a path cannot hold a NUL character")
         try:
@@ -262,6 +269,8 @@ def load_config(source: str | Path | dict, registry: Registry | None = None) -> 
             raise ConfigError([f"cannot read {label}: {exc.strerror}"], label) from None
         except json.JSONDecodeError as exc:
             raise ConfigError([f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"], label) from None
+        except RecursionError:
+            raise ConfigError(["not a config: JSON nested deeper than Python's parser can follow"], label) from None
         if not isinstance(source, dict):
             raise ConfigError(["the top level must be a JSON object"], label)
     try:
@@ -270,10 +279,15 @@ def load_config(source: str | Path | dict, registry: Registry | None = None) -> 
         raise ConfigError(explain(exc, source, registry), label) from None
 
 
+MAX_PROBLEMS = 20
+
+
 def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
-    """One ``path: message`` line per error, with plugin kinds and allowed fields spelled out."""
+    """One ``path: message`` line per error, with plugin kinds and allowed fields spelled out;
+    the first :data:`MAX_PROBLEMS` of them, and a line that counts the rest."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_PROBLEMS]:
         path = _path(err["loc"], data)
         where = ".".join(map(str, path)) or "(top level)"
         category = path[0] if path and path[0] in CATEGORIES else None
@@ -297,6 +311,8 @@ def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
             lines.append(f"{where}: {err['msg']} (got {err['input']!r})")
         else:
             lines.append(f"{where}: {err['msg']}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"... and {len(errors) - MAX_PROBLEMS} more problems (not shown)")
     return lines
 
 

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict
 
 class PluginConfig(BaseModel):
     """Base of every plugin's config. Subclasses declare ``kind: Literal["name"]`` without a
-    default, so that the JSON Schema lists it as required and unions can discriminate on it."""
+    default, so that the JSON Schema lists it as required and unions can discriminate on it.
+    NaN and Infinity, which JSON parsers accept, are refused as values of float fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Plugin:
