@@ -67,7 +67,7 @@ def zo_step_s(backend: str, workers: int, batching: str, steps: int, runs: Path)
     config["execution"] = {**config["execution"], "backend": backend, "threads": 1,
                            **({"workers": workers} if backend == "process" else {})}
     config["output"] = {"progress": False}
-    result = zooframe.run(config, output=runs / config["name"])
+    result = zooframe.run(config, output=runs / config["name"], force=True)
     metrics = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
     later = metrics[1:] or metrics
     return {"step_s": statistics.median(m["step_s"] for m in later),

@@ -46,7 +46,7 @@ def train(base: dict, name: str, runs: Path, **training) -> zooframe.RunResult:
     config["name"] = name
     config["training"].update(training)
     print(f"[{time.strftime('%H:%M:%S')}] training {name}: {config['training']}", flush=True)
-    result = zooframe.run(config, output=runs / name)
+    result = zooframe.run(config, output=runs / name, force=True)
     print(f"    {name}: MAE {result.summary['evaluation']['corrected']['mae_mean']:.4g} "
           f"in {result.summary['wall_s']:.0f} s", flush=True)
     return result

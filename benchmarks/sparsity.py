@@ -54,7 +54,7 @@ def train_seed(config: dict, seed: int, output: Path) -> zooframe.RunResult:
     config = copy.deepcopy(config)
     config["training"]["seed"] = seed  # training windows, pruning directions and gradient masks
     print(f"[{time.strftime('%H:%M:%S')}] {config['name']}, seed {seed}", flush=True)
-    return zooframe.run(config, output=output)
+    return zooframe.run(config, output=output, force=True)
 
 
 def summarize(results: list[zooframe.RunResult], sparse_model: bool) -> dict:

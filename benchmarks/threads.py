@@ -41,7 +41,7 @@ def step_time(config: dict, threads, folder: Path) -> tuple[float, list]:
     path = folder / f"{config['name']}-{threads}.json"
     path.write_text(json.dumps(config))
     out = folder / "run"
-    subprocess.run([sys.executable, "-m", "zooframe.cli", "run", str(path), "--output", str(out), "--quiet",
+    subprocess.run([sys.executable, "-m", "zooframe.cli", "run", str(path), "--output", str(out), "--force", "--quiet",
                     "--json"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())

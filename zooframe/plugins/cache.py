@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import WriteError, save_torch
 
 CACHE_ENV = "ZOOFRAME_CACHE"
 
@@ -64,9 +65,10 @@ class TrajectoryCache:
         path = self.path(params)
         path.parent.mkdir(parents=True, exist_ok=True)
         frames = frames.detach().cpu().contiguous()
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # two writers of one entry never share it
-        torch.save({"params": params, "frames": frames, "sha256": _digest(frames)}, tmp)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a partial file under the real name
+        try:  # atomic, each writer with its own temporary file: a killed run never leaves a partial entry
+            save_torch(path, {"params": params, "frames": frames, "sha256": _digest(frames)})
+        except WriteError as exc:  # the frames are computed: the run goes on without caching them
+            warnings.warn(f"the reference cache could not keep a trajectory ({exc}); it is used all the same", stacklevel=2)
         return path
 
     def fetch(self, params: Sequence[dict[str, Any]], steps: int,

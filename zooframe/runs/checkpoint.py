@@ -7,13 +7,12 @@ torch (CPU and CUDA), NumPy and Python generators, the step, the query and fault
 wall time so far. A run resumed from a checkpoint takes the same steps as one that was never
 stopped, bit for bit, given the same thread count.
 
-Written atomically (a temporary file, then a rename) and read with ``weights_only=True``: only
+Written atomically (:mod:`zooframe.plugins.atomic`) and read with ``weights_only=True``: only
 tensors, numbers, strings and containers, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..plugins.atomic import save_torch
 from ..plugins.errors import ZooframeError
 
 FORMAT = 1
@@ -56,9 +56,7 @@ def restore(trainer, state: dict[str, Any]) -> None:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_torch(path, state)
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> Any:

@@ -11,6 +11,7 @@ import torch
 
 from ..config.registry import Registry, resolve
 from ..core.correction import CorrectionNetwork, build_correction
+from ..plugins.atomic import save_torch
 from ..plugins.errors import ZooframeError
 from .experiment import Experiment
 
@@ -31,9 +32,9 @@ def export_correction(exp: Experiment, path: str | Path) -> dict[str, Any]:
         sparse_bytes += bits.nbytes + values[keep].nbytes
         nonzeros += int(keep.sum())
     buffers = {k: v.detach().cpu() for k, v in exp.model.named_buffers()}
-    torch.save({"format": FORMAT, "model": exp.config.model.model_dump(mode="json"),
+    save_torch(path, {"format": FORMAT, "model": exp.config.model.model_dump(mode="json"),
                 "channels": spec.num_channels, "features": exp.model.features,
-                "spatial_shape": list(spec.spatial_shape), "params": params, "buffers": buffers}, path)
+                "spatial_shape": list(spec.spatial_shape), "params": params, "buffers": buffers})
     return {"parameters": exp.flat.dim, "nonzeros": nonzeros, "dense_bytes": dense_bytes,
             "sparse_bytes": sparse_bytes, "file_bytes": Path(path).stat().st_size}
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..plugins.atomic import atomic_write
+
 
 def available() -> bool:
     try:
@@ -25,6 +27,11 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
 def loss_curve(path: Path, steps: Sequence[int], losses: Sequence[float]) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -32,7 +39,7 @@ def loss_curve(path: Path, steps: Sequence[int], losses: Sequence[float]) -> Pat
     ax.set(xlabel="optimizer step", ylabel="training loss (MSE)", title="training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -46,7 +53,7 @@ def error_curves(path: Path, curves: dict[str, Sequence[float]], title: str) -> 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -94,6 +101,6 @@ def snapshots(path: Path, fields: dict[str, torch.Tensor], times: Sequence[int],
             if label:
                 bar.set_label(label, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path

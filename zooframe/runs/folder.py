@@ -19,6 +19,8 @@ from ..config.registry import Registry, get_registry
 from ..config.sections import ExperimentBase, load_config
 from ..core import sparsity
 from ..execution.threads import ThreadPolicy
+from ..plugins import atomic
+from ..plugins.atomic import WriteError, save_torch
 from ..plugins.errors import ConfigError, ZooframeError
 from . import checkpoint, figures
 from .evaluation import HeldOut, evaluate, held_out
@@ -46,10 +48,26 @@ class RunResult:
         return self.experiment.model
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+_write_json = atomic.write_json
+
+
+class RunFolderUnwritable(ZooframeError):
+    """Files a run could not write (full disk, lost permission): names them and what was kept."""
+
+    def __init__(self, out: Path, reason: str, lost: list[str], checkpoint_step: int | None):
+        kept = (f"{CHECKPOINT_FILE} at step {checkpoint_step} and {METRICS_FILE}; free space (or fix the folder) and "
+                "continue with --resume" if checkpoint_step is not None else "no checkpoint yet, so nothing to resume")
+        super().__init__(f"cannot write the run folder {out} ({reason}): {', '.join(lost)} not written. Kept: {kept}")
+
+
+def _append(path: Path):
+    """``path`` opened for appending, never through a symbolic link."""
+    try:
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666),
+                         "a")
+    except OSError as exc:
+        reason = "it is a symbolic link; remove the link" if path.is_symlink() else exc.strerror or str(exc)
+        raise WriteError(path, reason) from None
 
 
 def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
@@ -62,8 +80,10 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
 
     A checkpoint is written every ``output.checkpoint_every`` steps and after the last. With
     ``resume``, a stopped run continues from its checkpoint (the same steps as if it had never
-    stopped); a completed run is left as it is. A folder that holds another experiment is refused
-    unless ``force``; a new run in an old folder first removes the old run's files. A folder is one
+    stopped); a completed run is left as it is. A folder that holds another experiment, or a stopped
+    or completed run of this one, is refused unless ``force``, which removes the old run's files. Every
+    file is written atomically (:mod:`zooframe.plugins.atomic`); a full disk is one error that says
+    what was kept. A folder is one
     run's at a time: a run holds its lock (:mod:`zooframe.runs.lock`), and another run into it is
     refused, naming the holder's pid.
 
@@ -103,7 +123,7 @@ def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: b
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
             return _run(exp, out, progress, threads, on_step, state)
     except BaseException as exc:
-        _record_failure(out / SUMMARY_FILE, exc)
+        _record_failure(out, exc)
         raise
 
 
@@ -150,13 +170,21 @@ def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool
             hint = "resume it with its own config" if resume else "use --force (force=True) to replace that run"
             raise ZooframeError(f"the run folder {out} holds another experiment (it differs in: {what}); choose another "
                                 f"output.dir or --output, or {hint}")
+        status = _stored_summary(out).get("status")
+        links = [name for name in RUN_FILES if (out / name).is_symlink()]
+        if links and not force:  # checked before any work: the run would refuse to write through them at its end
+            raise ZooframeError(f"{out} holds symbolic links in place of the run's files ({', '.join(links)}); zooframe "
+                                "does not write through links in a run folder: remove them, or replace the run with "
+                                "--force")
         if resume:
-            summary = out / SUMMARY_FILE
-            status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
             if status == "completed":
                 return "completed"
             if (out / CHECKPOINT_FILE).is_file():
                 return checkpoint.load(out / CHECKPOINT_FILE)
+        elif not force and any((out / name).is_file() for name in (MODEL_FILE, CHECKPOINT_FILE)):
+            what = "a completed run" if status == "completed" else "a stopped run"
+            raise ZooframeError(f"the run folder {out} holds {what} of this config, which a new run would delete; "
+                                "resume it with --resume, or replace it with --force (force=True)")
     elif out.is_dir() and not force:
         foreign = sorted(name for name in RUN_FILES if (out / name).exists())
         if foreign:
@@ -166,21 +194,34 @@ def _prepare_folder(out: Path, config: ExperimentBase, resume: bool, force: bool
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for leftover in atomic.leftovers(out):  # of a write that a kill interrupted
+            leftover.unlink()
     except (OSError, ValueError) as exc:
         raise ZooframeError(f"cannot write the run folder {out}: {getattr(exc, 'strerror', None) or exc}") from None
     return None
 
 
-def _record_failure(path: Path, exc: BaseException) -> None:
+def _stored_summary(out: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _record_failure(out: Path, exc: BaseException) -> None:
     """Mark the summary as failed (or interrupted) at the stage it reached, keeping what it holds."""
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = _stored_summary(out)
     if summary.get("status") in ("failed", "interrupted"):
         return  # training wrote it, with its counts
     summary["failed_in"] = {"building": "building the trainer (normalization, pruning, workers)", "trained": "evaluation"}.get(
         summary.get("status"), summary.get("status"))
     summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
     summary["error"] = f"{type(exc).__name__}: {exc}"
-    _write_json(path, summary)
+    try:
+        _write_json(out / SUMMARY_FILE, summary)
+    except WriteError:
+        pass  # the error that is on its way up says what could not be written
 
 
 def _kept_metrics(path: Path, steps: int) -> None:
@@ -189,7 +230,7 @@ def _kept_metrics(path: Path, steps: int) -> None:
     if len(lines) < steps:
         raise ZooframeError(f"{path} holds {len(lines)} steps and the checkpoint {steps}; the run folder was changed "
                             "by hand: start the run again without --resume")
-    path.write_text("".join(lines[:steps]))
+    atomic.write_text(path, "".join(lines[:steps]))  # a crash here leaves the old file, which resumes as well
 
 
 def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolicy, callback,
@@ -205,34 +246,44 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     if resume is not None:
         summary["resumed_from_step"] = trainer.step
         _kept_metrics(out / METRICS_FILE, trainer.step)
+    _write_json(out / SUMMARY_FILE, {**summary, "step": trainer.step})  # from now on it says running, and where
     every, total = config.output.checkpoint_every, config.training.steps
     last: dict[str, Any] = {}
-    with open(out / METRICS_FILE, "a" if resume is not None else "w") as metrics:
+    saved = {"checkpoint": trainer.step if resume is not None else None}
+    with _append(out / METRICS_FILE) as metrics:
         def on_step(m: dict[str, Any]) -> None:
             last.update(m)
-            metrics.write(json.dumps(m) + "\n")
-            metrics.flush()
+            try:
+                metrics.write(json.dumps(m) + "\n")
+                metrics.flush()
+            except OSError as exc:
+                raise WriteError(out / METRICS_FILE, exc.strerror or str(exc)) from None
             if m["step"] % every == 0 or m["step"] == total:  # after the metrics line: never fewer lines than steps
                 checkpoint.save(out / CHECKPOINT_FILE, checkpoint.capture(trainer, m["wall_s"]))
+                saved["checkpoint"] = m["step"]
+                _write_json(out / SUMMARY_FILE, {**summary, "step": m["step"], "checkpoint_step": m["step"]})
             bar.update(1)
             if m["loss"] is not None:
                 bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
             if callback:
                 callback(m, trainer)
 
+        failed: list[WriteError] = []
         try:
             trainer.run(on_step)
             summary["status"] = "trained"
         except BaseException as exc:
             summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             summary["error"] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, WriteError):
+                failed.append(exc)
             raise
-        finally:
+        finally:  # whatever stopped training, each of these files is tried
             bar.close()
             trainer.close()
-            torch.save(exp.model.state_dict(), out / MODEL_FILE)
+            _try(failed, save_torch, out / MODEL_FILE, exp.model.state_dict())
             if trainer.plan:
-                torch.save(trainer.plan.base.cpu(), out / MASK_FILE)
+                _try(failed, save_torch, out / MASK_FILE, trainer.plan.base.cpu())
                 summary["sparsity"] = {"use": config.sparsity.use, "method": config.sparsity.method,
                                        "active": int(trainer.plan.base.sum()), "parameters": exp.flat.dim,
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
@@ -242,7 +293,10 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
                            worker_restarts=trainer.engine.restarts, faults=dict(totals.faults),
                            recovered=dict(totals.recovered), retries=totals.retried, skipped_steps=totals.skipped,
                            threads={"setting": threads.setting, "checks": threads.history})
-            _write_json(out / SUMMARY_FILE, summary)
+            summary["checkpoint_step"] = saved["checkpoint"]
+            _try(failed, _write_json, out / SUMMARY_FILE, summary)
+            if failed:  # one error that says what is lost and what is kept, in place of a chain of them
+                raise RunFolderUnwritable(out, failed[0].reason, [e.path.name for e in failed], saved["checkpoint"])
     if trainer.plan and config.sparsity.use == "model":
         summary["sparsity"]["export"] = {"file": SPARSE_FILE, **export_correction(exp, out / SPARSE_FILE)}
     threads.update()
@@ -252,6 +306,13 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     summary["status"] = "completed"
     _write_json(out / SUMMARY_FILE, summary)
     return RunResult(out, summary, exp)
+
+
+def _try(failed: list[WriteError], write: Callable[..., None], *args: Any) -> None:
+    try:
+        write(*args)
+    except WriteError as exc:
+        failed.append(exc)
 
 
 def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, Any]) -> list[str] | str:
