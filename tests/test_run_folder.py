@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import zooframe
+from zooframe.cli import main
 from zooframe.plugins import atomic
 from zooframe.runs.folder import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
 
@@ -121,3 +122,36 @@ def test_an_interrupted_run_says_both_its_steps_and_its_checkpoint(tmp_path):
         zooframe.run(config(), output=out, on_step=stop_at(3))
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["status"] == "interrupted" and summary["steps"] == 3 and summary["checkpoint_step"] == 2
+
+
+def _drop(key):
+    return lambda state: state.pop(key)
+
+
+def _set(key, value):
+    return lambda state: state.__setitem__(key, value)
+
+
+def _reshape_first_weight(state):
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(7, 3)
+
+
+@pytest.mark.parametrize("damage", [_drop("optimizer"), _reshape_first_weight, _set("generator", torch.zeros(3)),
+                                    _set("step", -300), _set("step", 10**6), _set("step", "2")],
+                         ids=["missing key", "wrong shape", "bad generator", "negative step", "step past the end",
+                              "step not a number"])
+def test_a_damaged_checkpoint_is_named_not_resumed(tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zooframe.run(config(), output=out, on_step=stop_at(3))
+    state = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    damage(state)
+    torch.save(state, out / CHECKPOINT_FILE)
+    metrics = (out / METRICS_FILE).read_text()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config()))
+    assert main(["run", str(path), "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume from {out / CHECKPOINT_FILE}" in err and "--force" in err and "Traceback" not in err
+    assert (out / METRICS_FILE).read_text() == metrics

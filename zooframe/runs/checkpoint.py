@@ -42,8 +42,24 @@ def capture(trainer, wall_s: float) -> dict[str, Any]:
     }
 
 
+class CheckpointError(ZooframeError):
+    """A checkpoint that this run cannot continue from: damaged, edited, or another run's."""
+
+
 def restore(trainer, state: dict[str, Any]) -> None:
-    """Put ``trainer`` and the process-wide generators back where :func:`capture` left them."""
+    """Put ``trainer`` and the process-wide generators back where :func:`capture` left them; a
+    checkpoint that does not fit is a :class:`CheckpointError` saying what does not."""
+    steps, step = trainer.exp.config.training.steps, state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
+        raise CheckpointError(f"its step is {step!r}, and this run's steps go from 0 to {steps}")
+    try:
+        _restore(trainer, state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        what = f"it lacks {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0][:300]
+        raise CheckpointError(f"{what} ({type(exc).__name__})") from None
+
+
+def _restore(trainer, state: dict[str, Any]) -> None:
     trainer.load_state_dict(state)
     trainer.elapsed_before = state["wall_s"]
     torch.set_rng_state(state["torch_rng"])

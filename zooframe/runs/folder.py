@@ -236,7 +236,11 @@ def _kept_metrics(path: Path, steps: int) -> None:
 def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolicy, callback,
          resume: dict[str, Any] | None) -> RunResult:
     config = exp.config
-    trainer = Trainer(exp, threads, resume)
+    try:
+        trainer = Trainer(exp, threads, resume)
+    except checkpoint.CheckpointError as exc:
+        raise ZooframeError(f"cannot resume from {out / CHECKPOINT_FILE}: {exc}. The file is damaged or not this "
+                            "run's; start the run again with --force") from None
     show = config.output.progress if progress is None else progress
     bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
                leave=False)
