@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 import zooframe
 from zooframe.cli import main
+from zooframe.config.registry import resolve
 from zooframe.config.sections import MAX_PROBLEMS, load_config
-from zooframe.plugins.errors import ConfigError
+from zooframe.core.correction import build_correction
+from zooframe.plugins.errors import ConfigError, ZooframeError
 from zooframe.runs.experiment import preflight
 
 from .helpers import SMALL, small
@@ -150,6 +152,13 @@ def test_thousands_of_problems_are_counted_not_listed(tmp_path):
     problems = err.value.problems
     assert len(problems) == MAX_PROBLEMS + 1 and problems[-1] == f"... and {1000 - MAX_PROBLEMS} more problems (not shown)"
     assert all(p.startswith("training.typo") for p in problems[:-1])
+
+
+def test_a_network_too_large_to_build_is_refused_before_it_is_allocated():
+    wide = resolve("model", {"kind": "conv", "hidden_channels": 1024, "depth": 10, "kernel_size": 11})
+    with pytest.raises(ZooframeError, match=r"model: the conv network for this task would have 115,\d{3},\d{3} "
+                                            r"parameters, more than the 100,000,000"):
+        build_correction(wide, channels=1, features=0, spatial_shape=(16,))
 
 
 def test_validate_catches_an_unknown_split_and_an_unwritable_folder(tmp_path, capsys):

@@ -57,6 +57,8 @@ def with_(**changes):
     (with_(execution__threads_per_worker=100000), "execution.threads_per_worker: Input should be less than or equal "
                                                   "to 1024"),
     (with_(output__dir=""), "output.dir: empty: name the run folder"),
+    (with_(model__hidden_channels=1e8), "model.hidden_channels: Input should be less than or equal to 1024"),
+    (with_(model={"kind": "mlp", "hidden": [16, -1]}), "model.hidden.1: Input should be greater than or equal to 1"),
 ])
 def test_validate_explains_each_error_on_one_line(tmp_path, capsys, config, expected):
     code, problems, err = validate(tmp_path, capsys, config)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..plugins.base import PluginSpec
+from ..plugins.errors import ZooframeError
 from ..plugins.model import ModelSpec
 from ..plugins.simulator import StateSpec
 
@@ -68,10 +69,20 @@ class CorrectionNetwork(nn.Module):
         return out if self.valid is None else out * self.valid
 
 
+MAX_PARAMETERS = 10**8  # 400 MB of float32 weights, and far more than zeroth-order estimates can train
+
+
 def build_correction(model: PluginSpec, channels: int, features: int, spatial_shape: tuple[int, ...],
                      valid: torch.Tensor | None = None) -> CorrectionNetwork:
-    """The model plugin's network inside the core's normalization and case-feature wrapper."""
-    net = model.build().build(ModelSpec(channels + features, channels, tuple(spatial_shape)))
+    """The model plugin's network inside the core's normalization and case-feature wrapper; a
+    network with more than :data:`MAX_PARAMETERS` parameters is refused before it is allocated."""
+    factory, spec = model.build(), ModelSpec(channels + features, channels, tuple(spatial_shape))
+    with torch.device("meta"):  # counted without allocating them
+        size = sum(p.numel() for p in factory.build(spec).parameters())
+    if size > MAX_PARAMETERS:
+        raise ZooframeError(f"model: the {model.config.kind} network for this task would have {size:,} parameters, "
+                            f"more than the {MAX_PARAMETERS:,} zooframe builds; make it smaller")
+    net = factory.build(spec)
     return CorrectionNetwork(net, channels, features, len(spatial_shape), valid)
 
 

@@ -12,9 +12,10 @@ from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
 
 class ConvConfig(ModelConfig):
     kind: Literal["conv"]
-    hidden_channels: int = Field(8, ge=1)
-    kernel_size: int = Field(5, ge=1, description="odd, so that the output keeps the grid")
-    depth: int = Field(1, ge=0, description="hidden layers (or residual blocks) between input and output convolutions")
+    hidden_channels: int = Field(8, ge=1, le=1024)
+    kernel_size: int = Field(5, ge=1, le=63, description="odd, so that the output keeps the grid")
+    depth: int = Field(1, ge=0, le=100, description="hidden layers (or residual blocks) between input and output "
+                       "convolutions")
     residual: bool = Field(False, description="hidden layers as residual blocks of two convolutions")
     activation: Literal["relu", "gelu", "tanh", "silu"] = "gelu"
     padding: Literal["zeros", "circular", "replicate", "reflect"] = "zeros"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from torch import nn
@@ -13,7 +13,8 @@ from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
 
 class MLPConfig(ModelConfig):
     kind: Literal["mlp"]
-    hidden: list[int] = Field(default_factory=lambda: [32], description="widths of the hidden layers")
+    hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=lambda: [32], max_length=100, description="widths of the hidden layers")
     activation: Literal["relu", "gelu", "tanh", "silu"] = "tanh"
 
 
