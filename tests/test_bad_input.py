@@ -183,6 +183,15 @@ def test_evaluate_on_an_unknown_split_is_a_clear_error(tmp_path, capsys):
     assert "no case set 'val'" in err and "test, train" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv", [["evaluate", "run", "--steps", "-1"], ["evaluate", "run", "--steps", "0"],
+                                  ["reference", "export", "config.json", "ref.npz", "--steps", "-3"]])
+def test_a_step_count_below_one_is_refused_by_the_cli(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert f"argument --steps: must be at least 1 (got {argv[-1]})" in capsys.readouterr().err
+
+
 def test_a_config_that_is_not_an_object_is_named_as_such():
     with pytest.raises(ConfigError, match="a JSON object"):
         load_config([1, 2])

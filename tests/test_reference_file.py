@@ -146,6 +146,12 @@ def test_cli_exports_and_a_bad_file_is_one_clear_line(tmp_path, capsys):
     assert "missing.npz" in capsys.readouterr().err
 
 
+def test_export_of_no_steps_is_refused_not_taken_for_the_default(tmp_path):
+    with pytest.raises(ZooframeError, match=r"steps: at least 1 frame after the initial state \(got 0\)"):
+        export_reference(SMALL, tmp_path / "r.npz", steps=0)
+    assert not (tmp_path / "r.npz").exists()
+
+
 def test_the_opaque_simulator_trains_from_a_file(tmp_path, exported):
     config = _with({"kind": "file", "path": str(exported[0])}, steps=3)
     config["simulator"]["kind"] = "opaque_burgers"

@@ -16,6 +16,17 @@ from .plugins.errors import ConfigError, ZooframeError
 EXIT_USER_ERROR = 2
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --steps: 0 or a negative count is refused, not taken as the default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def _emit(data: Any, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
 
@@ -169,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")
-    p.add_argument("--steps", type=int, help="rollout length (default: the config's evaluation.steps)")
+    p.add_argument("--steps", type=positive_int, help="rollout length (default: the config's evaluation.steps)")
     p = add("export", cmd_export, "write a run's correction network with only its non-zero weights")
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
@@ -186,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                        '"reference": {"kind": "file", "path": FILE}.')
     p.add_argument("config")
     p.add_argument("file")
-    p.add_argument("--steps", type=int, help="frames after the initial state (default: the longer of "
+    p.add_argument("--steps", type=positive_int, help="frames after the initial state (default: the longer of "
                    "training.horizon and evaluation.steps)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout only")
     p.set_defaults(func=cmd_reference_export)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config.registry import Registry
 from ..config.sections import ExperimentBase, load_config
+from ..plugins.errors import ZooframeError
 from ..plugins.reference_file import write_reference_file
 from .experiment import Experiment
 
@@ -20,7 +21,10 @@ def export_reference(config: ExperimentBase | dict | str | Path, path: str | Pat
     ``evaluation.steps``). Returns what was written."""
     if not isinstance(config, ExperimentBase):
         config = load_config(config, registry)
-    steps = steps or max(config.training.horizon, config.evaluation.steps)
+    if steps is None:
+        steps = max(config.training.horizon, config.evaluation.steps)
+    elif steps < 1:
+        raise ZooframeError(f"steps: at least 1 frame after the initial state (got {steps})")
     names, splits, trajectories, features = [], [], [], []
     with Experiment.build(config, registry) as exp:
         for split, cases in exp.splits.items():
