@@ -1,6 +1,8 @@
 """Reference data from files: the layout's round trip, its checks, and runs that read it."""
 
 import copy
+import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -63,6 +65,14 @@ def test_a_run_from_the_exported_file_matches_the_run_from_the_simulator(tmp_pat
     (lambda f: f.update(channels=np.array(["v"])), "channels", "the simulator's are u"),
     (lambda f: f.update(extra=np.zeros(3)), "extra", "unknown field"),
     (lambda f: f.update(format_version=np.asarray(7)), "format_version", "version 1"),
+    # issue 32: each of these was a traceback or went through to training
+    (lambda f: f.update(format_version=np.asarray("1")), "format_version", "the integer 1, got <U1 of shape []"),
+    (lambda f: f.update(case_names=f["case_names"][None]), "case_names", "3 strings (one per case), got <U12 of "
+                                                                         "shape [1, 3]"),
+    (lambda f: f.update(channels=np.zeros((1, 1))), "channels", "a list of strings, got float64 of shape [1, 1]"),
+    (lambda f: f["parameters"].__setitem__((1, 0), np.nan), "parameters", "NaN or Inf in case(s) train-nu0.05"),
+    (lambda f: f["features"].__setitem__((2, 0), np.inf), "features", "NaN or Inf in case(s) test-nu0.03"),
+    (lambda f: f.update(trajectories=f["trajectories"].astype(object)), "trajectories", "dtype object"),
 ])
 def test_each_problem_of_a_file_is_named_with_the_file_and_the_field(tmp_path, exported, change, field, says):
     f = fields(exported[0])
@@ -91,9 +101,23 @@ def test_files_that_are_not_reference_files(tmp_path):
         with pytest.raises(ReferenceFileError, match=says):
             load_reference_file(path, SPEC)
     objects = tmp_path / "objects.npz"
-    np.savez(objects, trajectories=np.array([object()], dtype=object))
+    np.savez(objects, case_names=np.array([object()], dtype=object))
     with pytest.raises(ReferenceFileError, match="cannot be read"):  # never unpickled
         load_reference_file(objects, SPEC)
+
+
+def test_the_declared_shape_is_checked_before_the_trajectories_are_read(tmp_path, exported):
+    """The header of the largest field is enough to refuse the file: here it declares 1000 cases
+    of the wrong grid and holds no data at all."""
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{k: v for k, v in fields(exported[0]).items() if k != "trajectories"})
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1000, 1001, 1, 8)})
+    with zipfile.ZipFile(bad, "a") as archive:
+        archive.writestr("trajectories.npy", header.getvalue())
+    with pytest.raises(ReferenceFileError) as err:
+        load_reference_file(bad, SPEC)
+    assert err.value.problems[0].startswith("trajectories: shape [1000, 1001, 1, 8], expected [cases, steps + 1, 1, 16]")
 
 
 def _with(reference, **training):

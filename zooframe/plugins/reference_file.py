@@ -17,12 +17,13 @@ field               shape, dtype       meaning
 =================== ================== =====================================================
 
 Strings are stored as unicode arrays (``.npz``, so no pickle is ever loaded) or as UTF-8
-strings (HDF5). A file is checked against the simulator's state spec before any training.
+strings (HDF5). A file is checked against the simulator's state spec before any training, its
+trajectories read only after the other fields and the shape the file declares for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,8 +59,21 @@ def _h5py():
     return h5py
 
 
-def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """The file's fields as NumPy arrays (strings as ``str`` arrays)."""
+@dataclass(frozen=True)
+class Declared:
+    """A field as the file declares it, before its data is read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def read_arrays(path: str | Path, declared_only: Collection[str] = ()) -> dict[str, np.ndarray | Declared]:
+    """The file's fields as NumPy arrays (strings as ``str`` arrays); those in ``declared_only``
+    as their :class:`Declared` shape and dtype, without reading (or decompressing) their data."""
     path = Path(path)
     if not path.is_file():
         raise ReferenceFileError(path, ["no such file"])
@@ -67,16 +81,26 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
         if path.suffix in HDF5_SUFFIXES:
             h5py = _h5py()
             with h5py.File(path, "r") as f:
-                return {k: (np.asarray(f[k].asstr()[()], dtype=str) if f[k].dtype.kind in "OS" else f[k][()])
-                        for k in f.keys()
-                        if isinstance(f[k], h5py.Dataset)}
+                sets = {k: f[k] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+                return {k: Declared(d.shape, d.dtype) if k in declared_only
+                        else np.asarray(d.asstr()[()], dtype=str) if d.dtype.kind in "OS" else d[()]
+                        for k, d in sets.items()}
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            return {k: _npz_declared(f, k) if k in declared_only else np.asarray(f[k]) for k in f.files}
     except ZooframeError:
         raise
     except Exception as exc:  # not an archive, truncated, an object array: all the same to the user
         raise ReferenceFileError(path, [f"cannot be read as {'HDF5' if path.suffix in HDF5_SUFFIXES else '.npz'} "
                                         f"({type(exc).__name__}: {exc})"]) from None
+
+
+def _npz_declared(archive, key: str) -> Declared:
+    """The shape and dtype in the header of an ``.npz`` member."""
+    with archive.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape, _, dtype = read_header[version](member)
+    return Declared(shape, dtype)
 
 
 def write_reference_file(path: str | Path, trajectories, case_names: Sequence[str], splits: Sequence[str],
@@ -124,16 +148,22 @@ class ReferenceData:
         return self.trajectories.shape[1] - 1
 
 
-def check_arrays(arrays: dict[str, np.ndarray], spec: StateSpec) -> list[str]:
-    """Every way the fields miss the layout or the state spec, as ``field: problem`` lines."""
+def check_arrays(arrays: dict[str, np.ndarray | Declared], spec: StateSpec) -> list[str]:
+    """Every way the fields miss the layout or the state spec, as ``field: problem`` lines (a
+    :class:`Declared` field: its shape and dtype only)."""
     problems = [f"{k}: missing (required fields: {', '.join(REQUIRED)})" for k in REQUIRED if k not in arrays]
     problems += [f"{k}: unknown field (allowed: {', '.join(REQUIRED + OPTIONAL)})" for k in arrays
                  if k not in REQUIRED + OPTIONAL]
     if problems:
         return problems
     traj, names = arrays["trajectories"], arrays["case_names"]
+    n = traj.shape[0] if traj.ndim else 0
+    names_fit = names.dtype.kind == "U" and names.shape == (n,)
     version = arrays.get("format_version")
-    if version is not None and int(version) != FORMAT_VERSION:
+    if version is not None and (version.shape != () or version.dtype.kind not in "iu"):
+        problems.append(f"format_version: expected the integer {FORMAT_VERSION}, got {version.dtype} of shape "
+                        f"{list(version.shape)}")
+    elif version is not None and int(version) != FORMAT_VERSION:
         problems.append(f"format_version: {int(version)}, this zooframe reads version {FORMAT_VERSION}")
     if traj.dtype.kind != "f":
         problems.append(f"trajectories: dtype {traj.dtype}, expected a float type")
@@ -143,15 +173,13 @@ def check_arrays(arrays: dict[str, np.ndarray], spec: StateSpec) -> list[str]:
                         f"{', '.join(spec.channels)} over the grid {list(spec.spatial_shape)})")
     elif traj.shape[1] < 2:
         problems.append(f"trajectories: {traj.shape[1]} frame(s) per case; at least 2 (an initial state and a step)")
-    elif traj.dtype.kind == "f" and not np.isfinite(traj).all():
-        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(traj))[:, 0]})
-        problems.append(f"trajectories: NaN or Inf in case(s) {', '.join(str(names[i]) for i in bad[:5] if i < len(names))}")
-    n = traj.shape[0] if traj.ndim else 0
+    elif traj.dtype.kind == "f" and isinstance(traj, np.ndarray):
+        problems += _nonfinite("trajectories", traj, names if names_fit else None)
     for key in ("case_names", "splits"):
         if arrays[key].dtype.kind != "U" or arrays[key].shape != (n,):
             problems.append(f"{key}: expected {n} strings (one per case), got {arrays[key].dtype} "
                             f"of shape {list(arrays[key].shape)}")
-    if len(set(names.tolist())) != len(names):
+    if names_fit and len(set(names.tolist())) != n:
         problems.append("case_names: names repeat; each case needs its own")
     p_names, params = arrays["parameter_names"], arrays["parameters"]
     if p_names.dtype.kind != "U" or p_names.ndim != 1:
@@ -159,19 +187,38 @@ def check_arrays(arrays: dict[str, np.ndarray], spec: StateSpec) -> list[str]:
     elif params.shape != (n, len(p_names)) or params.dtype.kind not in "fiu":
         problems.append(f"parameters: expected numbers of shape [{n}, {len(p_names)}] (cases x parameter_names), "
                         f"got {params.dtype} of shape {list(params.shape)}")
+    else:
+        problems += _nonfinite("parameters", params, names if names_fit else None)
     features = arrays.get("features")
     if features is not None and (features.ndim != 2 or features.shape[0] != n or features.dtype.kind not in "fiu"):
         problems.append(f"features: expected numbers of shape [{n}, F], got {features.dtype} of shape "
                         f"{list(features.shape)}")
+    elif features is not None:
+        problems += _nonfinite("features", features, names if names_fit else None)
     channels = arrays.get("channels")
-    if channels is not None and tuple(channels.tolist()) != spec.channels:
+    if channels is not None and (channels.dtype.kind != "U" or channels.ndim != 1):
+        problems.append(f"channels: expected a list of strings, got {channels.dtype} of shape {list(channels.shape)}")
+    elif channels is not None and tuple(channels.tolist()) != spec.channels:
         problems.append(f"channels: {', '.join(channels.tolist())}; the simulator's are {', '.join(spec.channels)}")
     return problems
 
 
+def _nonfinite(key: str, values: np.ndarray, names: np.ndarray | None) -> list[str]:
+    """A problem naming the cases (rows) of ``values`` that hold NaN or Inf, if any."""
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))
+    if not len(bad):
+        return []
+    shown = ", ".join(str(names[i]) if names is not None else f"#{i}" for i in bad[:5])
+    return [f"{key}: NaN or Inf in case(s) {shown}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}"]
+
+
 def load_reference_file(path: str | Path, spec: StateSpec) -> ReferenceData:
-    arrays = read_arrays(path)
-    problems = check_arrays(arrays, spec)
+    # the small fields and the trajectories' declared shape first: a file of the wrong shape is
+    # refused before its largest field is read and decompressed
+    problems = check_arrays(read_arrays(path, declared_only=("trajectories",)), spec)
+    if not problems:
+        arrays = read_arrays(path)
+        problems = check_arrays(arrays, spec)  # now with the values: NaN, Inf
     if problems:
         raise ReferenceFileError(path, problems)
     names = arrays["case_names"].tolist()
