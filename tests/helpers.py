@@ -57,6 +57,7 @@ class FaultyBurgersConfig(BurgersConfig):
     rows: int | None = None  # calls with this many rows fault (e.g. a window's first step, shared by all queries)
     close_log: str | None = None  # close() appends this process's id to the file
     case: str | None = None  # rows of this case fault
+    first: int = 0  # the first n calls of this process fault, on any case (a fault at start-up)
     # only steps of training cases fault, so that the held-out evaluation after training runs clean
 
 
@@ -69,7 +70,8 @@ class FaultyBurgers(Burgers):
 
     def __init__(self, config, device="cpu"):
         super().__init__(config, device)
-        self.calls = 0
+        self.calls = 0  # of training cases
+        self.started = 0  # of any case
 
     def close(self):
         if self.config.close_log:
@@ -83,7 +85,10 @@ class FaultyBurgers(Burgers):
 
         cfg = self.config
         bad = torch.zeros(state.shape[0], dtype=torch.bool)
-        if not cases[0].name.startswith("train"):
+        self.started += 1
+        if self.started <= cfg.first:
+            bad[:] = True
+        elif not cases[0].name.startswith("train"):
             return Burgers.step(self, state, cases, seed)
         self.calls += 1
         if cfg.above is not None:

@@ -98,7 +98,7 @@ def test_skipped_queries_leave_exact_cge_coordinates_and_rescaled_random_estimat
     only = torch.zeros(12, dtype=torch.bool)
     only[[0, 6]] = True
     one_pair = guided.tell(q, values.masked_fill(~only, float("nan")), only)
-    expected = 6 * (q.weights[[0, 6]] * values[[0, 6]]) @ q.directions[[0, 6]]
+    expected = 6 * q.scale[0] * (values[0] - values[6]) / (2 * q.offsets[0]) * q.directions[0]
     torch.testing.assert_close(one_pair, expected)
     assert torch.isfinite(full).all() and guided.tell(q, values, torch.zeros(12, dtype=torch.bool)) is None
 
@@ -317,3 +317,20 @@ def test_a_code_that_fails_on_the_reference_frames_is_named_before_training(tmp_
     config = faulty("nonfinite", "skip", case="train-nu0.05")
     with pytest.raises(zooframe.ZooframeError, match="'faulty_burgers' returned NaN or Inf from the training reference"):
         zooframe.run(config, output=tmp_path, registry=registry_with_opaque())
+
+
+def test_retry_covers_the_calls_before_training_and_the_held_out_rollouts(tmp_path):
+    retry = {"policy": "retry", "retries": 2}
+    result, _ = run_faulty(tmp_path, "start", faulty("exception", retry, first=1))  # the normalization pass's call
+    assert result.summary["status"] == "completed" and result.summary["recovered"] == {"exception": 1}
+    with pytest.raises(zooframe.ZooframeError, match="'faulty_burgers' failed in the normalization pass before "
+                                                     "training \\(exception\\): RuntimeError: solver diverged"):
+        zooframe.run(faulty("exception", "abort", first=1), output=tmp_path / "abort", registry=registry_with_opaque())
+
+    from zooframe.runs.evaluation import held_out
+
+    with Experiment.build(zooframe.load_config(faulty("exception", retry, first=2), registry_with_opaque()),
+                          registry_with_opaque()) as exp:
+        first = held_out(exp)  # its first two calls fail and are tried again
+        assert exp.simulator.started > first.reference.shape[1]
+        torch.testing.assert_close(first.corrected, held_out(exp).corrected, rtol=0, atol=0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -128,6 +129,29 @@ class Guard:
 
 
 STRICT = Guard()
+
+
+def retried(compute: Callable[[], Any], config, tally: FaultTally | None = None) -> Any:
+    """``compute()``: simulator calls that are not a step's queries (the normalization pass, a
+    window's first solver step, held-out rollouts), tried again as ``config`` (a
+    :class:`zooframe.config.FaultConfig`) retries the fault's class. A fault that remains is
+    counted in ``tally`` and raised; what then becomes of the run is the caller's to say."""
+    attempts, fault = 0, None
+    tally = tally if tally is not None else FaultTally()
+    while True:
+        try:
+            result = compute()
+        except Exception as exc:  # a KeyboardInterrupt stops the run as always
+            fault = classify(exc)
+            if attempts < config.retries_for(fault):
+                attempts += 1
+                tally.retried += 1
+                continue
+            tally.add({fault: 1})
+            raise
+        if attempts:
+            tally.recovered[fault] += 1
+        return result
 
 
 @dataclass

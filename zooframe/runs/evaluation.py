@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..core import objective
+from ..execution.fault_policy import retried
 from .experiment import Experiment
 
 
@@ -52,8 +53,9 @@ def held_out(exp: Experiment, split: str | None = None, steps: int | None = None
     split = split or exp.config.evaluation.split
     steps = steps or exp.config.evaluation.steps
     cases = exp.cases(split)
-    states = exp.coupling.held_out(exp.runner, exp.model, cases, exp.features(cases), exp.reference(cases, steps),
-                                   exp.config)
+    reference = exp.reference(cases, steps)
+    states = retried(lambda: exp.coupling.held_out(exp.runner, exp.model, cases, exp.features(cases), reference,
+                                                   exp.config), exp.config.execution.faults)
     return HeldOut(split, cases, *states)
 
 

@@ -13,7 +13,7 @@ import torch
 from ..core.objective import CorrectionObjective, Window
 from ..core.sparsity import SparsityPlan, initial_scores
 from ..execution.engine import LocalEngine
-from ..execution.fault_policy import LOST_WORKER, FaultTally, Guard, classify, describe, fault_message, resolve
+from ..execution.fault_policy import LOST_WORKER, FaultTally, Guard, classify, describe, fault_message, resolve, retried
 from ..execution.threads import ThreadPolicy
 from ..plugins.errors import ZooframeError
 from ..plugins.estimator import StepInputs
@@ -95,15 +95,15 @@ class Trainer:
         if cfg.mode == "zo":
             check_inputs(exp)
         self.sampler = exp.sampler(self.unroll)
+        self.tally = FaultTally()  # the current step's
+        self.totals = FaultTally()  # the run's
         if getattr(exp.config.model, "normalize", True) and cfg.init is None:  # init brings its own
-            exp.fit_statistics(self.sampler)
+            self._before_training("the normalization pass", lambda: exp.fit_statistics(self.sampler))
         self.optimizer, self.scheduler = exp.optimizer()
         self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
         self.step = 0
         self.guard = Guard.from_config(exp.config.execution.faults)
-        self.tally = FaultTally()  # the current step's
-        self.totals = FaultTally()  # the run's
         self.elapsed_before = 0.0  # wall seconds of the run before a resume
         try:
             if exp.config.sparsity.method == "none":
@@ -112,7 +112,7 @@ class Trainer:
                 self.plan = SparsityPlan(exp.config.sparsity, exp.flat, resume["plan"]["scores"].to(exp.device),
                                          exp.config.training.seed + 4)
             else:
-                self.plan = self._prune()
+                self.plan = self._before_training("pruning at initialization", self._prune)
         except BaseException:
             self.engine.close()  # no worker processes or Ray actors left behind
             raise
@@ -233,29 +233,32 @@ class Trainer:
             surrogates = None if surrogates is None else surrogates * mask
         return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate, surrogates=surrogates), loss
 
+    def _before_training(self, what: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, simulator calls before the first step, retried as the fault policy says;
+        a fault that remains stops the run (there is no step to skip), naming what failed."""
+        try:
+            return retried(compute, self.exp.config.execution.faults, self.totals)
+        except ZooframeError:
+            raise
+        except Exception as exc:
+            raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed in {what} before training "
+                                f"({classify(exc)}): {describe(exc)}; it was retried {self.totals.retried} times "
+                                "(execution.faults)") from exc
+
     def _attempt(self, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, a part of the step that all its queries share, under the fault policy:
         retried as configured; then either the run aborts or the step is skipped (a penalty has no
         meaning without queries)."""
-        policy, attempts, fault = self.exp.config.execution.faults, 0, None
-        while True:
-            try:
-                result = compute()
-                if attempts:
-                    self.tally.recovered[fault] += 1
-                return result
-            except Exception as exc:
-                fault = classify(exc)
-                if attempts < policy.retries_for(fault):
-                    attempts += 1
-                    self.tally.retried += 1
-                    continue
-                self.tally.add({fault: 1})
-                if policy.action(fault) == "abort":
-                    raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed at step {self.step} while "
-                                        f"{what} ({fault}): {describe(exc)}. The fault policy (execution.faults) "
-                                        "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
-                raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
+        policy = self.exp.config.execution.faults
+        try:
+            return retried(compute, policy, self.tally)
+        except Exception as exc:
+            fault = classify(exc)
+            if policy.action(fault) == "abort":
+                raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed at step {self.step} while "
+                                    f"{what} ({fault}): {describe(exc)}. The fault policy (execution.faults) "
+                                    "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
+            raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
 
     def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
         cfg = self.exp.config.training
