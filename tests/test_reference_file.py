@@ -170,6 +170,21 @@ def test_cli_exports_and_a_bad_file_is_one_clear_line(tmp_path, capsys):
     assert "missing.npz" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("target, says", [("folder", "it is a directory; name a file"),
+                                          ("a_file/r.npz", "the folder {tmp}/a_file cannot be created (File exists)")])
+def test_export_to_a_path_that_cannot_be_written_is_one_clear_error(tmp_path, capsys, target, says):
+    import json
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(SMALL))
+    assert main(["reference", "export", str(config), str(tmp_path / target), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"zooframe: error: cannot write {tmp_path / target}: {says.format(tmp=tmp_path)}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "config.json", "folder"]  # nothing left behind
+
+
 def test_export_of_no_steps_is_refused_not_taken_for_the_default(tmp_path):
     with pytest.raises(ZooframeError, match=r"steps: at least 1 frame after the initial state \(got 0\)"):
         export_reference(SMALL, tmp_path / "r.npz", steps=0)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from .atomic import WriteError, atomic_write
 from .base import PluginConfig
 from .errors import ZooframeError
 from .reference import ReferenceSource
@@ -122,17 +123,19 @@ def write_reference_file(path: str | Path, trajectories, case_names: Sequence[st
         fields["features"] = np.asarray(features)
     if channels is not None:
         fields["channels"] = np.asarray(list(channels), dtype=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    if path.suffix in HDF5_SUFFIXES:
-        h5py = _h5py()
-        with h5py.File(tmp, "w") as f:
-            for key, value in fields.items():
-                f.create_dataset(key, data=value.astype(h5py.string_dtype()) if value.dtype.kind == "U" else value)
-    else:
-        with open(tmp, "wb") as f:
+    hdf5 = path.suffix in HDF5_SUFFIXES
+    h5py = _h5py() if hdf5 else None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(path, f"the folder {exc.filename} cannot be created ({exc.strerror or exc})") from None
+    with atomic_write(path, "w+b" if hdf5 else "wb", follow_symlink=True) as f:  # a path the user named
+        if hdf5:
+            with h5py.File(f, "w") as h5:
+                for key, value in fields.items():
+                    h5.create_dataset(key, data=value.astype(h5py.string_dtype()) if value.dtype.kind == "U" else value)
+        else:
             np.savez_compressed(f, **fields)
-    tmp.replace(path)
     return path
 
 
