@@ -19,7 +19,21 @@ def test_a_bad_name_or_a_used_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("")
     assert main(["new-plugin", "heat", "--output", str(tmp_path / "b")]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "is not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, output, says", [
+    ("abc\n", "new", "plugin name 'abc\\n': use lower-case letters"),
+    ("burgers", "new", "plugin name 'burgers': the simulator kind 'burgers' is taken by zooframe, which is installed"),
+    ("heat", "a_file", "{tmp}/a_file exists and is not an empty folder; choose another folder with --output"),
+    ("heat", "a_file/new", "cannot write {tmp}/a_file/new: Not a directory; choose another folder with --output"),
+])
+def test_a_name_or_a_folder_that_cannot_be_used_is_one_clear_error(tmp_path, capsys, name, output, says):
+    (tmp_path / "a_file").write_text("")
+    assert main(["new-plugin", name, "--output", str(tmp_path / output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zooframe: error: {says.format(tmp=tmp_path)}") and err.count("\n") == 1
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow  # a fresh virtual environment: pip installs torch, zooframe and the skeleton

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 from string import Template
 
+from .atomic import write_text
 from .errors import ZooframeError
 
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")  # in full: re.match's $ also matches before a final newline
 
 SIMULATOR = '''\
 """$name: a 1D advection-diffusion code as a zooframe simulator; replace step_one with a call to yours."""
@@ -185,18 +186,28 @@ FILES = {
 
 def new_plugin(name: str, directory: str | Path | None = None) -> tuple[Path, list[Path]]:
     """Write the package ``zooframe-<name>`` into ``directory`` (default: ``./zooframe-<name>``)."""
-    if not NAME.match(name):
+    from ..config.registry import get_registry
+
+    if not NAME.fullmatch(name):
         raise ZooframeError(f"plugin name {name!r}: use lower-case letters, digits and _, starting with a letter "
                             "(it becomes the config kind and part of the module name), e.g. 'heat1d'")
+    taken = {p.kind: p.provider for p in get_registry().plugins("simulator")}
+    if name in taken:
+        raise ZooframeError(f"plugin name {name!r}: the simulator kind {name!r} is taken by {taken[name]}, which is "
+                            "installed; choose another name (two plugins of one kind cannot be installed together)")
     words = {"name": name, "package": f"zooframe-{name.replace('_', '-')}", "module": f"zooframe_{name}",
              "cls": "".join(w.capitalize() for w in name.split("_")), "zooframe_version": importlib.metadata.version("zooframe")}
     root = Path(directory) if directory is not None else Path(words["package"])
-    if root.exists() and any(root.iterdir()):
-        raise ZooframeError(f"{root} exists and is not empty; choose another folder with --output")
     written = []
-    for rel, text in FILES.items():
-        path = root / Template(rel).substitute(words)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(text).substitute(words))
-        written.append(path)
+    try:
+        if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+            raise ZooframeError(f"{root} exists and is not an empty folder; choose another folder with --output")
+        for rel, text in FILES.items():
+            path = root / Template(rel).substitute(words)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, Template(text).substitute(words))
+            written.append(path)
+    except OSError as exc:
+        raise ZooframeError(f"cannot write {exc.filename or root}: {exc.strerror or exc}; choose another folder "
+                            "with --output") from None
     return root, written
