@@ -8,6 +8,8 @@ import pytest
 
 import zooframe
 from zooframe.builtins.estimators.cge import CGE
+from zooframe.cli import main
+from zooframe.config import registry as registry_module
 from zooframe.config.registry import DISABLE_ENV, Registry
 from zooframe.plugins.errors import DuplicateKindError
 
@@ -99,6 +101,21 @@ def test_duplicate_kind_names_both_providers():
     with pytest.raises(DuplicateKindError) as err:
         Registry(load_external=False, plugins={"other-package": plugin_module("dup", FakeCGE)})
     assert "'cge'" in str(err.value) and "zooframe" in str(err.value) and "other-package" in str(err.value)
+
+
+def test_an_installed_plugin_with_a_kind_already_taken_is_reported_and_the_others_load(monkeypatch, capsys):
+    fake_entry_points(monkeypatch, FakeEntryPoint("dup", lambda: plugin_module("dup", FakeCGE)),
+                      FakeEntryPoint("good", lambda: plugin_module("good", MyEstimator)))
+    with pytest.warns(UserWarning, match="'dup-dist' failed to load: DuplicateKindError: estimator kind 'cge' is "
+                                         "registered twice: by 'zooframe' .CGE. and by 'dup-dist' .FakeCGE."):
+        reg = Registry(load_external=True)
+    assert [f.provider for f in reg.failures] == ["dup-dist"]
+    assert reg.get("estimator", "cge").cls is CGE and reg.get("estimator", "my_estimator").provider == "good-dist"
+    monkeypatch.setattr(registry_module, "_default", None)  # every command builds the registry: `plugins` lists it
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    with pytest.warns(UserWarning, match="dup-dist"):
+        assert main(["plugins"]) == 0
+    assert "failed     dup-dist: DuplicateKindError" in capsys.readouterr().out
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypatch):

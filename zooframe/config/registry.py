@@ -78,6 +78,7 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[LoadFailure] = []
         self._providers: dict[str, str] = {}
+        self._installed: set[str] = set()  # the providers loaded through entry points
         self._add(builtins, BUILTIN_PROVIDER)
         if load_external if load_external is not None else external_loading_enabled():
             self._load_entry_points()
@@ -96,6 +97,7 @@ class Registry:
             provider = ep.dist.name if ep.dist is not None else ep.name
             try:
                 self._add(ep.load(), provider)
+                self._installed.add(provider)
             except Exception as exc:  # a broken plugin must not take the others down
                 self._fail(provider, f"{type(exc).__name__}: {exc}")
 
@@ -106,7 +108,8 @@ class Registry:
     def _collect(self) -> dict[tuple[str, str], PluginInfo]:
         found: dict[tuple[str, str], PluginInfo] = {}
         for category, hook_name in CATEGORIES.items():
-            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            # in registration order: the built-ins first, so that a kind a package repeats is the package's failure
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 provider = self._providers.get(impl.plugin_name, impl.plugin_name)
 
                 def register(cls: type, _category=category, _provider=provider) -> None:
@@ -120,10 +123,11 @@ class Registry:
 
                 try:
                     impl.function(register=register)
-                except DuplicateKindError:
-                    raise
                 except Exception as exc:
-                    if provider == BUILTIN_PROVIDER:
+                    # an installed package's mistake, a kind that another one has too included, must not
+                    # take the others down; a duplicate kind passed in by code is its author's to see
+                    if provider == BUILTIN_PROVIDER or (isinstance(exc, DuplicateKindError)
+                                                        and provider not in self._installed):
                         raise
                     self._fail(provider, f"{type(exc).__name__}: {exc}")
         return found
