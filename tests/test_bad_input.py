@@ -1,14 +1,16 @@
 """Bad input never ends in a traceback: fuzzed configs through the API and `zooframe validate`,
-and the errors `validate` can know before any work."""
+fuzzed reference files, and the errors `validate` can know before any work."""
 
 import contextlib
 import copy
 import io
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import zooframe
 from zooframe.cli import main
@@ -16,6 +18,8 @@ from zooframe.config.registry import resolve
 from zooframe.config.sections import MAX_PROBLEMS, load_config
 from zooframe.core.correction import build_correction
 from zooframe.plugins.errors import ConfigError, ZooframeError
+from zooframe.plugins.reference_file import ReferenceFileError, load_reference_file
+from zooframe.plugins.simulator import StateSpec
 from zooframe.runs.experiment import preflight
 
 from .helpers import SMALL, small
@@ -134,6 +138,42 @@ def validate_gives_no_traceback(tmp_path_factory, config, form):
     event(f"exit code {code}")
     assert code in (0, 2) and "Traceback" not in err
     assert (code == 0) == (err == "")
+
+
+GOOD_FILE = {"trajectories": np.zeros((3, 4, 1, 16)), "case_names": np.array(["a", "b", "c"]),
+             "splits": np.array(["train", "train", "test"]), "parameter_names": np.array(["nu"]),
+             "parameters": np.array([[0.1], [0.2], [0.3]]), "features": np.ones((3, 2)), "channels": np.array(["u"]),
+             "format_version": np.asarray(1)}
+field_values = hnp.arrays(st.sampled_from(["f8", "f4", "i8", "u1", "?", "c8", "U3", "S2", "M8[s]"]),
+                          hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
+
+
+@st.composite
+def mutated_reference_files(draw):
+    """A reference file in the layout with one to three fields replaced by an array of any
+    dtype and shape (NaN and Inf among the floats), dropped, or added."""
+    arrays = {k: v.copy() for k, v in GOOD_FILE.items()}
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from([*GOOD_FILE, "extra"]))
+        if draw(st.integers(0, 4)) == 0:
+            arrays.pop(key, None)
+        else:
+            arrays[key] = draw(field_values)
+    return arrays
+
+
+@FUZZ_FAST  # 100 examples in every tier: each is cheap, but 1000 would add 10 s
+@given(mutated_reference_files())
+def test_a_few_fuzzed_reference_files_give_problems_with_fields(tmp_path_factory, arrays):
+    path = tmp_path_factory.mktemp("ref") / "ref.npz"
+    np.savez(path, **arrays)
+    try:
+        load_reference_file(path, StateSpec(("u",), (16,)))
+    except ReferenceFileError as exc:
+        event("refused")
+        assert exc.problems and all(p.split(":")[0] in (*GOOD_FILE, "extra") for p in exc.problems), exc.problems
+    else:
+        event("loaded")
 
 
 def test_a_config_nested_deeper_than_the_parser_follows_is_named(tmp_path, capsys):
