@@ -6,6 +6,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import pickle
+import select
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -19,11 +20,37 @@ _worker: EvaluationWorker | None = None
 _started = None  # a barrier that all of a new pool's workers reach once they are up
 
 
-def _start(spec: WorkerSpec, threads: int, started) -> None:
+def _start(spec: WorkerSpec, threads: int, started, driver: int) -> None:
     global _worker, _started
+    threading.Thread(target=_end_with, args=(driver,), name="zooframe-driver-watch", daemon=True).start()
     _worker, _started = EvaluationWorker(spec, threads), started
     # a pool's worker leaves through os._exit, which skips atexit; multiprocessing's finalizers do run
     multiprocessing.util.Finalize(_worker, _worker.close, exitpriority=10)
+
+
+def _end_with(driver: int) -> None:
+    """End this worker as soon as the driver process has ended, however it ended. A pool's idle
+    worker waits on a queue that it holds both ends of, so it would never learn of a driver killed
+    with SIGKILL, and stay. A pidfd (Linux 5.3+) wakes this thread at the driver's exit; elsewhere it
+    polls once a second."""
+    try:
+        pidfd = os.pidfd_open(driver)
+    except (AttributeError, OSError):  # no pidfds here, or the driver is gone already
+        while _alive(driver):
+            time.sleep(1.0)
+    else:
+        select.select([pidfd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user took the number: ours is gone
+        return False
+    return True
 
 
 def _ready() -> int:
@@ -48,7 +75,7 @@ class ProcessEngine(RemoteEngine):
         # spawn, not fork: a forked copy of a process that already runs torch threads can hang
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start,
-                                   initargs=(*self._start, context.Barrier(self.workers)))
+                                   initargs=(*self._start, context.Barrier(self.workers), os.getpid()))
         try:  # all workers start here, not within the first step (and its timeout)
             for ready in [pool.submit(_ready) for _ in range(self.workers)]:
                 ready.result(WORKER_START_TIMEOUT_S)
