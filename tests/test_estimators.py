@@ -24,9 +24,10 @@ def true_grad(f, theta):
     return g
 
 
-def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7, surrogate=None, surrogates=None):
+def estimate(estimator, f, theta, mask=None, seed=0, chunk_size=7, surrogate=None, surrogates=None, loss=None):
     gen = torch.Generator().manual_seed(seed)
-    queries = estimator.ask(theta, gen, StepInputs(mask=mask, surrogate=surrogate, surrogates=surrogates))
+    given = StepInputs(mask=mask, surrogate=surrogate, surrogates=surrogates, loss=loss)
+    queries = estimator.ask(theta, gen, given)
     values = LocalEngine(chunk_size).evaluate(f, queries)
     return estimator.tell(queries, values), queries
 
@@ -128,11 +129,14 @@ def test_query_chunks_reassemble_the_full_set():
 @pytest.mark.parametrize("estimator", [CGE(CGEConfig(kind="cge", scheme="central")),
                                        RGE(RGEConfig(kind="rge", q=4, scheme="forward")),
                                        Guided(GuidedConfig(kind="guided", q=3)),
-                                       Subspace(SubspaceConfig(kind="subspace"))])
+                                       Guided(GuidedConfig(kind="guided", q=3, scheme="forward")),
+                                       Subspace(SubspaceConfig(kind="subspace")),
+                                       Subspace(SubspaceConfig(kind="subspace", scheme="forward"))])
 def test_query_subsets_rebuild_their_rows(estimator):
     """Remote engines send subsets, not materialized rows; a subset must give the same rows."""
     theta = torch.arange(6, dtype=torch.float64)
-    given = StepInputs(surrogate=theta.flip(0), surrogates=torch.stack([theta.flip(0), theta**2, theta.cos()]))
+    given = StepInputs(surrogate=theta.flip(0), surrogates=torch.stack([theta.flip(0), theta**2, theta.cos()]),
+                       loss=1.0)
     queries = estimator.ask(theta, torch.Generator().manual_seed(0), given)
     subsets = [queries.subset(a, a + 3) for a in range(0, len(queries), 3)]
     assert [len(q) for q in subsets] == [min(3, len(queries) - a) for a in range(0, len(queries), 3)]
@@ -256,3 +260,65 @@ def test_subspace_respects_the_mask_and_needs_its_surrogates():
     torch.testing.assert_close(grad[mask], projection([s[mask], s.roll(3)[mask]], g[mask]), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="surrogates"):
         Subspace(SubspaceConfig(kind="subspace")).ask(theta, torch.Generator(), StepInputs(surrogate=s))
+
+
+# --- forward differences from the loss at theta that the surrogates' rollout gives ----------------
+
+@pytest.mark.parametrize("problem", ["quadratic", "mlp_loss"])
+def test_subspace_forward_differences_match_autograd_with_r_queries_and_no_query_at_theta(problem):
+    """Surrogates that span the gradient: the forward estimate is the gradient up to its O(mu) bias,
+    from r queries (none at theta: its loss comes with the step), as the central one is from 2r."""
+    f, theta = PROBLEMS[problem]()
+    g = true_grad(f, theta)
+    other = biased_surrogate(g, 0.0, seed=5)
+    surrogates = torch.stack([g + 3 * other, g - other, 2 * other])  # rank 2
+    loss = float(f(theta[None])[0])
+    errors = {}
+    for mu in (1e-3, 1e-4):
+        forward, queries = estimate(Subspace(SubspaceConfig(kind="subspace", mu=mu, scheme="forward")), f, theta,
+                                    surrogates=surrogates, loss=loss)
+        assert len(queries) == 2 and not queries.with_center
+        assert not (queries.materialize(0, 2) == theta).all(dim=1).any()
+        errors[mu] = float((forward - g).norm() / g.norm())
+        assert cosine(forward, g) > 0.999
+    assert errors[1e-4] < 0.2 * errors[1e-3]  # first order in mu
+    central, queries = estimate(Subspace(SubspaceConfig(kind="subspace", mu=1e-3)), f, theta, surrogates=surrogates)
+    assert len(queries) == 4 and float((central - g).norm() / g.norm()) < errors[1e-3]  # second order
+    # the centre is the loss handed over, not a query: a wrong one shows in the estimate
+    shifted, _ = estimate(Subspace(SubspaceConfig(kind="subspace", mu=1e-3, scheme="forward")), f, theta,
+                          surrogates=surrogates, loss=loss + 1e-3)
+    assert float((shifted - g).norm()) > 0.5
+    with pytest.raises(ValueError, match="StepInputs.loss"):
+        estimate(Subspace(SubspaceConfig(kind="subspace", scheme="forward")), f, theta, surrogates=surrogates)
+
+
+def test_forward_schemes_declare_the_loss_and_drop_a_skipped_direction():
+    assert "loss" in Subspace(SubspaceConfig(kind="subspace", scheme="forward")).inputs
+    assert "loss" not in Subspace(SubspaceConfig(kind="subspace")).inputs
+    assert "loss" in Guided(GuidedConfig(kind="guided", scheme="forward")).inputs
+    f, theta, g, _ = guided_problem()
+    basis = torch.eye(D, dtype=theta.dtype)[:3]
+    subspace = Subspace(SubspaceConfig(kind="subspace", mu=1e-6, scheme="forward"))
+    queries = subspace.ask(theta, torch.Generator(), StepInputs(surrogates=basis, loss=float(f(theta[None])[0])))
+    values = f(queries.materialize(0, len(queries)))
+    usable = torch.tensor([True, False, True])
+    grad = subspace.tell(queries, values.masked_fill(~usable, float("nan")), usable)
+    kept = queries.directions[usable]
+    torch.testing.assert_close(grad, kept.T @ (kept @ g), atol=1e-5, rtol=0)
+    assert subspace.tell(queries, values, torch.zeros(3, dtype=torch.bool)) is None
+
+
+def test_guided_forward_differences_have_the_central_ones_mean():
+    """Forward: q queries from the loss at theta; the same mean as central (to O(mu)), more variance."""
+    alpha, q, seeds = 0.9, 8, 300
+    f, theta, g, s = guided_problem()
+    loss = float(f(theta[None])[0])
+    means = {}
+    for scheme in ("central", "forward"):
+        est = Guided(GuidedConfig(kind="guided", alpha=alpha, q=q, mu=1e-4, scheme=scheme))
+        runs = [estimate(est, f, theta, seed=i, surrogate=s, loss=loss) for i in range(seeds)]
+        assert len(runs[0][1]) == (q if scheme == "forward" else 2 * q)
+        means[scheme] = torch.stack([grad for grad, _ in runs]).mean(0)
+    beta = 1 / (alpha / D + (1 - alpha))
+    spread = beta * math.sqrt((D + 2) / (D * q * seeds)) * float(g.norm())
+    assert float((means["forward"] - means["central"]).norm()) < 6 * spread

@@ -136,6 +136,15 @@ class Coupling:
         """``[Q, m]``: the terms whose mean is the loss; a coupling without a natural split has one."""
         return self(thetas)[:, None]
 
+    def term_gradients(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([m, d], [m])``: the gradient of each of :meth:`terms` at ``theta`` ``[d]`` by autograd
+        (through the solver as ``solver_jacobian`` says), and the terms there. One rollout and a
+        backward pass per term; a coupling may do better."""
+        theta = theta.detach().requires_grad_(True)
+        terms = self.terms(theta[None])[0]
+        grads = [torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0] for i, term in enumerate(terms)]
+        return torch.stack(grads), terms.detach()
+
     def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
         """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
         if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
@@ -209,6 +218,36 @@ class CorrectionObjective(Coupling):
     def terms(self, thetas: torch.Tensor) -> torch.Tensor:
         """``[Q, m]``: the loss of each unrolled step (their mean is the loss)."""
         return torch.stack(self._step_losses(thetas), dim=1)
+
+    def term_gradients(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`Coupling.term_gradients`, with one backward pass for all m terms when the
+        solver is a black box (``solver_jacobian`` ``identity`` or ``drop``): the network runs with
+        m copies of ``theta`` as m queries, copy k differentiated for term k alone (it stops after
+        step k; with ``drop`` only step k's correction reaches term k, so copy k runs that step
+        alone), and the solver runs once per step, on the rows of the copy that goes on longest:
+        the copies' states are equal in value, and its Jacobian is not differentiated through.
+        About 0.6x the time of m backward passes on the main job (benchmarks/zo_step.py)."""
+        if self.solver_jacobian == "exact":
+            return super().term_gradients(theta)
+        w, identity = self.window, self.solver_jacobian == "identity"
+        steps = w.targets.shape[1]
+        copies = theta.detach().expand(steps, -1).clone().requires_grad_(True)
+
+        def rows(t):  # the copies that step t's correction reaches a term through
+            return copies[t:] if identity else copies[t:t + 1]
+
+        s = self.first + self._corrections(rows(0), self.first)
+        terms = [_per_query_mse(s[:1], w.targets[:, 0])]
+        for t in range(1, steps):
+            with torch.no_grad():
+                p = self.runner(s[-1].detach(), w.cases, w.seed + t)
+            if identity:  # P(s) = s for the backward pass; copy t - 1 is done
+                p = s[1:] + (p - s[-1]).detach()
+            s = p + self._corrections(rows(t), p)
+            terms.append(_per_query_mse(s[:1], w.targets[:, t]))
+        terms = torch.cat(terms)
+        (grads,) = torch.autograd.grad(terms.sum(), copies)
+        return grads, terms.detach()
 
     def _step_losses(self, thetas: torch.Tensor) -> list[torch.Tensor]:
         w = self.window

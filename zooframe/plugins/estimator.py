@@ -88,11 +88,15 @@ class StepInputs:
       unrolled step of the correction objective), from one rollout; their mean is ``surrogate``.
       Each later step's term drops more of the simulator's Jacobian, so their span holds more of
       the true gradient than their sum does.
+    - ``loss``: the loss at theta (a float), as the rollout that gives ``surrogate`` or
+      ``surrogates`` computes it on the way: the centre of forward differences, so that they spend
+      no query on theta.
     """
 
     mask: torch.Tensor | None = None
     surrogate: torch.Tensor | None = None
     surrogates: torch.Tensor | None = None
+    loss: float | None = None
 
 
 NO_INPUTS = StepInputs()

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
 from ...plugins.base import PluginConfig
-from ...plugins.estimator import (
-    NO_INPUTS,
-    DirectionQueries,
-    Estimator,
-    active_coordinates,
-    antithetic,
-    on_coordinates,
-    orthonormal_basis,
-    pair_slopes,
-)
+from ...plugins.estimator import NO_INPUTS, Estimator, active_coordinates, on_coordinates, orthonormal_basis
+from .differences import DifferenceQueries, Scheme, combine, differences, scheme_field
 
 
 class SubspaceConfig(PluginConfig):
     kind: Literal["subspace"]
-    mu: float = Field(0.01, gt=0, description="central-difference step along each unit-length basis direction")
+    mu: float = Field(0.01, gt=0, description="finite-difference step along each unit-length basis direction")
+    scheme: Scheme = scheme_field("central")
 
 
 class Subspace(Estimator):
@@ -34,9 +27,13 @@ class Subspace(Estimator):
     (n x r) an orthonormal basis of their span over the n active coordinates (r <= m; dependent or
     zero surrogates add no direction):
 
-        g = sum_i u_i (f(theta + mu u_i) - f(theta - mu u_i)) / (2 mu) = U U^T grad f + O(mu^2)
+        central:  g = sum_i u_i (f(theta + mu u_i) - f(theta - mu u_i)) / (2 mu) = U U^T grad f + O(mu^2)
+        forward:  g = sum_i u_i (f(theta + mu u_i) - f(theta)) / mu             = U U^T grad f + O(mu)
 
-    2r queries. Every number in g is a difference of the objective's values; the surrogates only
+    central: 2r queries; forward: r queries, from f(theta) as the surrogates' rollout computed it
+    (``StepInputs.loss``), so a step runs r + 1 rollouts instead of 2r + 1. The finite-difference
+    bias along u_i is mu^2/6 times the third derivative (central) and mu/2 u_i^T H u_i (forward),
+    H the loss's Hessian. Every number in g is a difference of the objective's values; the surrogates only
     choose the r directions, so g has no variance, and its only bias is the part of the true
     gradient outside their span, -(I - U U^T) grad f: its cosine to the gradient is
     |U U^T grad f| / |grad f|. A term's surrogate misses the solver's Jacobian over the steps
@@ -45,25 +42,25 @@ class Subspace(Estimator):
     estimate also measures how far along each direction the loss really falls. An objective with
     one term gives the gradient's component along its surrogate.
 
-    Skipped queries (fault policy ``skip``): a direction whose pair lost a query adds nothing;
+    Skipped queries (fault policy ``skip``): a direction whose query (forward) or either query of
+    whose pair (central) was lost adds nothing;
     the estimate is the projection onto the span of the kept directions (exact there). With every
     pair lost there is no estimate.
     """
 
     Config = SubspaceConfig
     partial = True
-    inputs: ClassVar[frozenset[str]] = frozenset({"mask", "surrogates"})
 
-    def ask(self, theta, generator, given=NO_INPUTS) -> DirectionQueries:
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({"mask", "surrogates"} | ({"loss"} if self.config.scheme == "forward" else set()))
+
+    def ask(self, theta, generator, given=NO_INPUTS) -> DifferenceQueries:
         if given.surrogates is None:
             raise ValueError("the subspace estimator needs StepInputs.surrogates (the loss terms' surrogate gradients)")
         coords = active_coordinates(theta, given.mask)
         basis = orthonormal_basis(given.surrogates.detach().to(theta)[:, coords].T)  # [n, r]
-        return antithetic(theta, on_coordinates(basis.T, coords, theta), self.config.mu)
+        return differences(theta, on_coordinates(basis.T, coords, theta), self.config.mu, self.config.scheme, given)
 
-    def tell(self, queries: DirectionQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
-        slopes, keep = pair_slopes(queries, values.to(queries.center), usable)
-        if not keep.any():
-            return None
-        slopes = torch.where(keep, slopes, torch.zeros_like(slopes))  # a skipped NaN times 0 is NaN
-        return slopes @ queries.directions[: len(slopes)]
+    def tell(self, queries: DifferenceQueries, values: torch.Tensor, usable=None) -> torch.Tensor | None:
+        return combine(queries, values, usable, self.config.scheme)
