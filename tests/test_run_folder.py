@@ -155,3 +155,21 @@ def test_a_damaged_checkpoint_is_named_not_resumed(tmp_path, capsys, damage):
     err = capsys.readouterr().err
     assert f"cannot resume from {out / CHECKPOINT_FILE}" in err and "--force" in err and "Traceback" not in err
     assert (out / METRICS_FILE).read_text() == metrics
+
+
+def test_evaluate_prints_its_result_where_the_folder_cannot_keep_it_and_says_the_run_had_stopped(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zooframe.run(config(), output=out, on_step=stop_at(3))
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    with pytest.warns(UserWarning) as warned:
+        assert main(["evaluate", str(out)]) == 0
+    assert "held-out MAE over 10 steps" in capsys.readouterr().out
+    messages = [str(w.message) for w in warned]
+    assert any("did not complete (status 'interrupted', 3 of 6 steps)" in m for m in messages), messages
+    assert any(f"not saved: cannot write {out / 'evaluation.json'}: Read-only file system" in m for m in messages)

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint (a completed run "
                    "is left as it is)")
-    p.add_argument("--force", action="store_true", help="replace a run folder that holds another experiment")
+    p.add_argument("--force", action="store_true", help="replace the run a folder holds (another experiment, or this one stopped or completed)")
     p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")
@@ -221,10 +222,15 @@ def _stop(signum, frame):
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"zooframe: warning: {message}\n"  # a user reads one line, not the source line that warned
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     own = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
     previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS} if own else {}
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -241,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -358,8 +358,20 @@ def _load_weights(exp: Experiment, run_dir: Path) -> Experiment:
 
 def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | None = None,
                  registry: Registry | None = None) -> dict[str, Any]:
-    """Re-evaluate a run's trained model; writes ``evaluation.json`` into the run folder."""
+    """Re-evaluate a run's trained model; writes ``evaluation.json`` into the run folder. The
+    result is returned even where that file cannot be written (a warning says so), and a run that
+    did not complete is evaluated with a warning: its weights are those it had when it stopped."""
+    run_dir = Path(run_dir)
+    stored = _stored_summary(run_dir)
     with load_run(run_dir, registry) as exp:
+        if stored.get("status") != "completed":
+            warnings.warn(f"the run in {run_dir} did not complete (status {stored.get('status', 'unknown')!r}, "
+                          f"{stored.get('steps', '?')} of {exp.config.training.steps} steps): these are the weights "
+                          "it had when it stopped", stacklevel=2)
         result = evaluate(exp, split, steps)
-    _write_json(Path(run_dir) / EVALUATION_FILE, result)
+    result["run_status"] = stored.get("status")
+    try:
+        _write_json(run_dir / EVALUATION_FILE, result)
+    except WriteError as exc:
+        warnings.warn(f"the evaluation was not saved: {exc}", stacklevel=2)
     return result
