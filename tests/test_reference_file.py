@@ -66,7 +66,7 @@ def test_a_run_from_the_exported_file_matches_the_run_from_the_simulator(tmp_pat
     (lambda f: f.update(extra=np.zeros(3)), "extra", "unknown field"),
     (lambda f: f.update(format_version=np.asarray(7)), "format_version", "version 1"),
     # issue 32: each of these was a traceback or went through to training
-    (lambda f: f.update(format_version=np.asarray("1")), "format_version", "the integer 1, got <U1 of shape []"),
+    (lambda f: f.update(format_version=np.asarray("one")), "format_version", "the integer 1, got <U3 of shape []"),
     (lambda f: f.update(case_names=f["case_names"][None]), "case_names", "3 strings (one per case), got <U12 of "
                                                                          "shape [1, 3]"),
     (lambda f: f.update(channels=np.zeros((1, 1))), "channels", "a list of strings, got float64 of shape [1, 1]"),
