@@ -9,7 +9,11 @@ import pytest
 
 os.environ["ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"] = "1"  # each test names the registry it uses
 
-from external_solvers import EXAMPLES
+from external_solvers import EXAMPLES, HORIZON
+
+import zooframe
+from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
+from zooframe.plugins.reference import SimulatorReference
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +30,16 @@ def c_solver(tmp_path_factory) -> str:
 def solvers(c_solver):
     return {"c": [c_solver], "python": [sys.executable, str(EXAMPLES / "burgers1d.py")]}
 
+
+@pytest.fixture(scope="session")
+def reference_file(tmp_path_factory):
+    sim = Burgers(BurgersConfig(kind="burgers", resolution=16, train_viscosities=[0.01, 0.02, 0.04],
+                                test_viscosities=[0.015, 0.03]))
+    source = SimulatorReference.of(sim)
+    sets = source.cases()
+    cases = sets["train"] + sets["test"]
+    path = tmp_path_factory.mktemp("reference") / "burgers16.npz"
+    return zooframe.write_reference_file(
+        path, source.trajectories(cases, HORIZON).numpy(), [c.name for c in cases],
+        [split for split, members in sets.items() for _ in members], {"nu": [c.params["nu"] for c in cases]},
+        features=source.features(cases).numpy(), channels=["u"])

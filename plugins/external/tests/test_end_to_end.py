@@ -2,46 +2,9 @@
 zooframe's finer second-order Burgers reference, beats the uncorrected solver on held-out cases."""
 
 import pytest
-from external_solvers import solver_command
+from external_solvers import HORIZON, config, registry, solver_command
 
 import zooframe
-import zooframe_external.plugin
-from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
-from zooframe.plugins.reference import SimulatorReference
-
-HORIZON = 20
-
-
-@pytest.fixture(scope="session")
-def reference_file(tmp_path_factory):
-    sim = Burgers(BurgersConfig(kind="burgers", resolution=16, train_viscosities=[0.01, 0.02, 0.04],
-                                test_viscosities=[0.015, 0.03]))
-    source = SimulatorReference.of(sim)
-    sets = source.cases()
-    cases = sets["train"] + sets["test"]
-    path = tmp_path_factory.mktemp("reference") / "burgers16.npz"
-    return zooframe.write_reference_file(
-        path, source.trajectories(cases, HORIZON).numpy(), [c.name for c in cases],
-        [split for split, members in sets.items() for _ in members], {"nu": [c.params["nu"] for c in cases]},
-        features=source.features(cases).numpy(), channels=["u"])
-
-
-def registry():
-    return zooframe.Registry(load_external=False, plugins={"zooframe-external": zooframe_external.plugin})
-
-
-def config(command, mode, reference, steps=20, lr=0.03, evaluation_steps=HORIZON):
-    return {
-        "name": f"external-{mode}",
-        "simulator": {"kind": "external", "command": command, "channels": ["u"], "spatial_shape": [16], "mode": mode},
-        "reference": {"kind": "file", "path": str(reference)},
-        "model": {"kind": "conv", "hidden_channels": 4, "kernel_size": 3, "depth": 0, "padding": "circular"},
-        "estimator": {"kind": "cge", "scheme": "forward"},
-        "training": {"mode": "zo", "steps": steps, "unroll": 3, "horizon": HORIZON, "optimizer": {"lr": lr}},
-        "evaluation": {"steps": evaluation_steps},
-        "execution": {"threads": 1},
-        "output": {"progress": False},
-    }
 
 
 @pytest.mark.parametrize("solver, mode, steps, lr, evaluation_steps", [

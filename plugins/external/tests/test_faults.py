@@ -13,6 +13,7 @@ import torch
 from zooframe import Case, ZooframeError
 from zooframe.faults import (
     SimulatorCrashed,
+    SimulatorFault,
     SimulatorNonFinite,
     SimulatorOutputError,
     SimulatorShapeError,
@@ -48,13 +49,36 @@ def test_allowed_return_codes_are_honoured():
 
 
 def test_a_program_that_cannot_start_is_a_crash(tmp_path):
-    sim = External(ExternalConfig(kind="external", command=[str(tmp_path / "no-such-solver")], channels=["u"],
-                                  spatial_shape=[8]))
+    solver = tmp_path / "solver"
+    solver.write_text("#!/bin/sh\n")
+    solver.chmod(0o755)
+    sims = [External(ExternalConfig(kind="external", command=[str(solver)], channels=["u"], spatial_shape=[8],
+                                    mode=mode)) for mode in ("batch", "persistent")]
+    solver.unlink()  # after the config was checked
     with pytest.raises(SimulatorCrashed, match="could not start"):
-        sim.step(STATE, CASES, 0)
-    sim = External(sim.config.model_copy(update={"mode": "persistent"}))
+        sims[0].step(STATE, CASES, 0)
     with pytest.raises(SimulatorCrashed, match="could not start the persistent process"):
-        sim.step(STATE, CASES, 0)
+        sims[1].step(STATE, CASES, 0)
+
+
+@pytest.mark.parametrize("option, problem", [
+    ({"command": ["{tmp}/no-such-solver"]}, "simulator.command[0]: {tmp}/no-such-solver does not exist"),
+    ({"command": ["no-such-solver-zf"]}, "simulator.command[0]: no-such-solver-zf is not found on PATH"),
+    ({"command": ["{tmp}"]}, "simulator.command[0]: {tmp} is not an executable file"),
+    ({"cwd": "{tmp}/missing"}, "simulator.cwd: {tmp}/missing does not exist"),
+    ({"workdir_root": "{tmp}/file/work"}, "simulator.workdir_root: {tmp}/file/work cannot be used: {tmp}/file is not "
+                                          "a directory"),
+], ids=["missing program", "not on PATH", "not executable", "missing cwd", "workdir_root under a file"])
+def test_what_this_machine_lacks_is_a_config_error_not_a_fault(tmp_path, option, problem):
+    (tmp_path / "file").write_text("")
+    option = {k: [a.format(tmp=tmp_path) for a in v] if k == "command" else v.format(tmp=tmp_path)
+              for k, v in option.items()}
+    config = ExternalConfig(**{"kind": "external", "command": [sys.executable], "channels": ["u"],
+                               "spatial_shape": [8], **option})
+    with pytest.raises(ZooframeError) as info:
+        External(config)
+    assert not isinstance(info.value, SimulatorFault)  # a fault policy would retry it
+    assert str(info.value).startswith(problem.format(tmp=tmp_path))
 
 
 @pytest.mark.parametrize("behaviour, fault, text", [
@@ -162,7 +186,8 @@ def test_the_config_is_checked():
     base = {"kind": "external", "command": ["solver"], "channels": ["u"], "spatial_shape": [8]}
     for bad in ({"command": []}, {"command": [""]}, {"spatial_shape": [0]}, {"channels": ["u", "u"]},
                 {"mode": "shell"}, {"timeout_s": 0}, {"max_processes": 0}, {"env_vars": {"A=B": "1"}},
-                {"shell": True}):
+                {"shell": True}, {"env_vars": {"A": "x\0y"}}, {"command": ["solver", "a\0b"]}, {"cwd": "a\0b"},
+                {"workdir_root": "\0"}):
         with pytest.raises(pydantic.ValidationError):
             ExternalConfig(**{**base, **bad})
 
@@ -171,3 +196,17 @@ def test_missing_case_parameters_are_named():
     sim = fake("copy", parameters=["nu", "re"])
     with pytest.raises(ZooframeError, match="case 'case0' has no parameter"):
         sim.step(STATE, CASES, 0)
+
+
+def test_validate_and_run_name_what_this_machine_lacks_before_any_work(reference_file, tmp_path):
+    from external_solvers import config, registry
+
+    import zooframe
+    from zooframe.runs.experiment import preflight  # what zooframe validate reports
+
+    cfg = config(["no-such-solver-zf"], "batch", reference_file, cwd=str(tmp_path / "gone"))
+    (problem,) = preflight(zooframe.load_config(cfg, registry()), registry(), tmp_path / "run")
+    assert "simulator.command[0]: no-such-solver-zf is not found on PATH" in problem and "simulator.cwd" in problem
+    with pytest.raises(zooframe.ConfigError, match="simulator.cwd"):
+        zooframe.run(cfg, output=tmp_path / "run", registry=registry())
+    assert not (tmp_path / "run").exists()

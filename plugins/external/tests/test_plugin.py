@@ -20,7 +20,10 @@ def test_the_entry_point_registers_the_external_simulator():
     assert info.cls is External and info.provider == "zooframe-external"
 
 
-def test_a_config_with_the_external_simulator_validates():
+def test_a_config_with_the_external_simulator_validates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("solver").write_text("#!/bin/sh\n")
+    Path("solver").chmod(0o755)
     registry = zooframe.Registry(load_external=False, plugins={"zooframe-external": __import__(
         "zooframe_external.plugin", fromlist=["plugin"])})
     cfg = zooframe.load_config({"simulator": {"kind": "external", "command": ["./solver", "--dt", "0.05"],

@@ -53,7 +53,10 @@ not allowed (or an ``{"ok": false}`` answer) as :class:`SimulatorCrashed`, a run
 :class:`SimulatorOutputError`, a wrong shape or dtype as :class:`SimulatorShapeError`, NaN or Inf
 as :class:`SimulatorNonFinite`. Each message names the command, the last lines of its stderr,
 and the work directory. Work directories are deleted after every call, failed ones included,
-unless ``keep_workdir`` is set.
+unless ``keep_workdir`` is set. A program that is not there or not executable, a ``cwd`` that is no
+directory, a ``workdir_root`` that cannot be made or written in, and a NUL character in an argument,
+a path or an environment value are no faults but configuration errors, raised when the simulator is
+built: ``zooframe validate`` reports them, and a run does not start.
 
 Relative paths: a relative program path (``./solver``, ``bin/solver``) is made absolute against
 the directory zooframe runs in; other arguments reach the program unchanged, so a relative file
@@ -138,6 +141,8 @@ class ExternalConfig(PluginConfig):
     def _program(cls, v: list[str]) -> list[str]:
         if not v[0].strip():
             raise ValueError("command[0] (the program) must not be empty")
+        for i, arg in enumerate(v):
+            _no_nul(arg, f"command[{i}]")
         return v
 
     @field_validator("channels")
@@ -153,7 +158,54 @@ class ExternalConfig(PluginConfig):
         bad = [k for k in v if not k or "=" in k or "\0" in k]
         if bad:
             raise ValueError(f"invalid environment variable name(s): {bad}")
+        for k, value in v.items():
+            _no_nul(value, f"the value of {k}")
         return v
+
+    @field_validator("cwd", "workdir_root")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return v if v is None else _no_nul(v, "the path")
+
+
+def _no_nul(text: str, what: str) -> str:
+    if "\0" in text:
+        raise ValueError(f"{what} holds a NUL character, which no program can be given: remove it")
+    return text
+
+
+def _unusable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or written in (None: it can)."""
+    existing = folder
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as exc:
+        return str(exc)
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    return None if os.access(existing, os.W_OK | os.X_OK) else f"{existing} is not writable"
+
+
+def _config_problems(config: ExternalConfig, program: str) -> list[str]:
+    """What the config names that this machine lacks: a config error before any work, never a fault that a
+    fault policy would retry."""
+    problems = []
+    search = os.pathsep.join(os.get_exec_path({**os.environ, **config.env_vars}))  # as the start will search
+    if shutil.which(program, path=search) is None:
+        why = ("is not found on PATH" if os.sep not in program else
+               "does not exist" if not os.path.exists(program) else "is not an executable file")
+        problems.append(f"simulator.command[0]: {program} {why}; give the path of an executable, or the name of "
+                        "one on PATH")
+    if config.cwd is not None and not os.path.isdir(config.cwd):
+        why = "is not a directory" if os.path.exists(config.cwd) else "does not exist"
+        problems.append(f"simulator.cwd: {config.cwd} {why}; give an existing directory, or leave cwd out to run "
+                        "each call in its work directory")
+    why = config.workdir_root and _unusable(Path(config.workdir_root).absolute())
+    if why:
+        problems.append(f"simulator.workdir_root: {config.workdir_root} cannot be used: {why}; give a writable "
+                        "directory, or leave workdir_root out for a fresh temporary one")
+    return problems
 
 
 def _tail(text: str) -> str:
@@ -318,6 +370,9 @@ class External(Simulator):
     def __init__(self, config: ExternalConfig, device: str | torch.device = "cpu"):
         super().__init__(config, device)
         self.program = _resolve_program(config.command[0])  # seen from where zooframe runs
+        problems = _config_problems(config, self.program)
+        if problems:
+            raise ZooframeError("; ".join(problems))
         self.restarts = 0  # persistent processes started again after one died or hung
         self._runtime()
 
