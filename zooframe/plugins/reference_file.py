@@ -162,6 +162,7 @@ def check_arrays(arrays: dict[str, np.ndarray | Declared], spec: StateSpec) -> l
     traj, names = arrays["trajectories"], arrays["case_names"]
     n = traj.shape[0] if traj.ndim else 0
     names_fit = names.dtype.kind == "U" and names.shape == (n,)
+    labels = names if names_fit else None  # of the cases that a problem names
     version = arrays.get("format_version")
     if version is not None and (version.shape != () or version.dtype.kind not in "iu"):
         problems.append(f"format_version: expected the integer {FORMAT_VERSION}, got {version.dtype} of shape "
@@ -177,7 +178,7 @@ def check_arrays(arrays: dict[str, np.ndarray | Declared], spec: StateSpec) -> l
     elif traj.shape[1] < 2:
         problems.append(f"trajectories: {traj.shape[1]} frame(s) per case; at least 2 (an initial state and a step)")
     elif traj.dtype.kind == "f" and isinstance(traj, np.ndarray):
-        problems += _nonfinite("trajectories", traj, names if names_fit else None)
+        problems += _nonfinite("trajectories", traj, labels)
     for key in ("case_names", "splits"):
         if arrays[key].dtype.kind != "U" or arrays[key].shape != (n,):
             problems.append(f"{key}: expected {n} strings (one per case), got {arrays[key].dtype} "
@@ -191,13 +192,13 @@ def check_arrays(arrays: dict[str, np.ndarray | Declared], spec: StateSpec) -> l
         problems.append(f"parameters: expected numbers of shape [{n}, {len(p_names)}] (cases x parameter_names), "
                         f"got {params.dtype} of shape {list(params.shape)}")
     else:
-        problems += _nonfinite("parameters", params, names if names_fit else None)
+        problems += _nonfinite("parameters", params, labels)
     features = arrays.get("features")
     if features is not None and (features.ndim != 2 or features.shape[0] != n or features.dtype.kind not in "fiu"):
         problems.append(f"features: expected numbers of shape [{n}, F], got {features.dtype} of shape "
                         f"{list(features.shape)}")
     elif features is not None:
-        problems += _nonfinite("features", features, names if names_fit else None)
+        problems += _nonfinite("features", features, labels)
     channels = arrays.get("channels")
     if channels is not None and (channels.dtype.kind != "U" or channels.ndim != 1):
         problems.append(f"channels: expected a list of strings, got {channels.dtype} of shape {list(channels.shape)}")
