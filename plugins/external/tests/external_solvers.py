@@ -9,10 +9,19 @@ import zooframe_external.plugin
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DT = 0.05
 HORIZON = 20
+QUIET = "</dev/null >/dev/null 2>&1"
 
 
 def solver_command(base: list[str], mode: str) -> list[str]:
     return [*base, "--dt", str(DT), *(["--serve"] if mode == "persistent" else [])]
+
+
+def forking(command: list[str], hang: Path | None = None) -> list[str]:
+    """``command`` started by a shell that first leaves two sleepers behind: one in the solver's process
+    group, one in a session of its own (setsid). With ``hang``, a run that finds that file is ``sleep 601``
+    instead of the solver."""
+    hung = f'[ -e "{hang}" ] && exec sleep 601; ' if hang else ""
+    return ["/bin/sh", "-c", f'sleep 600 {QUIET} & setsid sleep 600 {QUIET} & {hung}exec "$0" "$@"', *command]
 
 
 def config(command, mode, reference, steps=20, lr=0.03, evaluation_steps=HORIZON, **simulator):

@@ -58,6 +58,35 @@ directory, a ``workdir_root`` that cannot be made or written in, and a NUL chara
 a path or an environment value are no faults but configuration errors, raised when the simulator is
 built: ``zooframe validate`` reports them, and a run does not start.
 
+Processes
+---------
+Every run, and the persistent process, starts in a session of its own (a terminal's Ctrl-C reaches
+zooframe, which decides), with ``ZOOFRAME_EXTERNAL_TREE`` in its environment: a marker unique to the
+step call (batch and case mode) or to the persistent process, which whatever the solver starts
+inherits, whether it stays in the solver's process group or leaves it with ``setsid``. A call's
+processes end with it, however it ends (output, fault, timeout, Ctrl-C): each run's process group is
+killed as the run ends, and on Linux every process that carries the step's marker when the step call
+ends (one scan of ``/proc``, about 0.3 ms per 100 processes on the machine). Those of a persistent
+process end when it is stopped (``close``, a restart, Ctrl-C during a request). Ctrl-C (or SIGTERM,
+SIGHUP, which zooframe's command line turns into it) during a case-mode step kills the running rows
+at once and cancels the rest.
+
+When zooframe ends, however it ends (``kill -9`` too), a reaper ends what is left: on Linux, the
+first solver a process starts also starts a small process (:mod:`zooframe_external.reaper`), in a
+session of its own, that waits for the end of a pipe only the zooframe process holds, then kills
+every process with that process's markers (read from ``/proc/<pid>/environ``) and deletes its
+session directories: they are removed then, not by a later run, which could not tell a dead owner's
+folder from that of a live one on another machine sharing ``workdir_root``. Why not the others:
+``PR_SET_PDEATHSIG`` fires when the *thread* that started the child ends (case mode's pool threads,
+any thread that first stepped a persistent process) and reaches the child only, not what it started;
+``PR_SET_CHILD_SUBREAPER`` on zooframe would make it the parent of every orphan in the process tree
+(the process backend's too), which it must then reap, and dies with it on ``kill -9``; cgroups need
+a delegated hierarchy that a user's process seldom has. Limits: a process that clears its
+environment (``env -i``) or runs as another user is not found, and a reaper that is itself killed
+(``kill -9`` of its pid: no terminal or group signal reaches it) does nothing. Elsewhere (no
+``/proc``) only the process groups are killed, at each run's end; a killed zooframe leaves its
+solvers and session directory. ``keep_workdir`` keeps the directories in every case.
+
 Relative paths: a relative program path (``./solver``, ``bin/solver``) is made absolute against
 the directory zooframe runs in; other arguments reach the program unchanged, so a relative file
 argument (``examples/solver.py``) is seen from the program's own current directory, the work
@@ -66,13 +95,16 @@ directory unless ``cwd`` is set.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
+import secrets
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -98,11 +130,15 @@ from zooframe.faults import (
     SimulatorTimeout,
 )
 
+from . import reaper
+
 FORMAT_VERSION = 1
 STATE, PARAMS, OUTPUT, MANIFEST = "state.npy", "params.npy", "output.npy", "manifest.json"
 STDOUT, STDERR = "stdout.txt", "stderr.txt"
 PLACEHOLDER = "{workdir}"
 WORKDIR_ENV = "ZOOFRAME_WORKDIR"
+TREE_ENV = "ZOOFRAME_EXTERNAL_TREE"  # the marker every solver and whatever it starts carries
+LINUX = sys.platform.startswith("linux") and os.path.isdir("/proc")
 TAIL_LINES, TAIL_CHARS = 20, 2000
 STOP_GRACE_S = 2.0  # for a persistent process to exit after its stdin closes
 # np.load parses a .npy header with ast.literal_eval, whose recursion-depth counter CPython 3.11 keeps per
@@ -223,20 +259,124 @@ def _read_tail(path: Path) -> str:
         return ""
 
 
+# --- process trees: each ended with its call, all of them with this process ----------------------
+_owner_lock = threading.Lock()
+_owner: str | None = None  # "<pid>-<random>:", how every marker this process gives begins
+_reaper_fd: int | None = None  # the write end of the pipe this process's reaper waits on (Linux)
+_trees = itertools.count()
+
+
+def _start_reaper(entry: str) -> int | None:
+    read, write = os.pipe()  # neither end is inherited through exec: this process alone holds the write end
+    try:
+        os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", reaper.__file__, entry], os.environ,
+                       file_actions=[(os.POSIX_SPAWN_DUP2, read, 0)], setsid=True)
+    except (OSError, NotImplementedError) as exc:
+        os.close(write)
+        warnings.warn(f"the external simulator could not start its reaper ({exc}): solvers and work directories "
+                      "may outlive a zooframe process that is killed", RuntimeWarning, stacklevel=2)
+        return None
+    finally:
+        os.close(read)
+    return write
+
+
+def _own() -> str:
+    """How this process's markers begin; the first call starts its reaper. Call with _owner_lock held."""
+    global _owner, _reaper_fd
+    if _owner is None:
+        _owner = f"{os.getpid()}-{secrets.token_hex(4)}:"
+        if LINUX:
+            _reaper_fd = _start_reaper(f"{TREE_ENV}={_owner}")
+    return _owner
+
+
+def _new_marker() -> str:
+    """A marker for one process tree."""
+    with _owner_lock:
+        return f"{_own()}{next(_trees)};"
+
+
+def _remove_when_this_process_ends(folder: Path) -> None:
+    """Have the reaper delete ``folder`` (if it is still there) once this process has ended, however."""
+    with _owner_lock:
+        _own()
+        if _reaper_fd is not None:
+            os.write(_reaper_fd, os.fsencode(folder) + b"\0")
+
+
+def _forget_owner() -> None:
+    """In a forked child (a process-backend worker): its solvers get a reaper of its own, and its copy of
+    the pipe is closed, so that the parent's reaper still sees the parent end."""
+    global _owner_lock, _owner, _reaper_fd
+    if _reaper_fd is not None:
+        os.close(_reaper_fd)
+    _owner_lock, _owner, _reaper_fd = threading.Lock(), None, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_owner)
+
+
+def _kill_marked(marker: str) -> None:
+    """Every process with ``marker``: what a solver left, in its process group or out of it (setsid)."""
+    if LINUX:
+        reaper.kill_processes_with(f"{TREE_ENV}={marker}".encode())
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group: it leads a session of its own, which outlives it while its
+    children live."""
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.kill()
+    except OSError:
+        pass
+
+
 def _kill(proc: subprocess.Popen) -> None:
-    """Stop ``proc`` and everything it started (its own session), and reap it."""
-    if proc.poll() is None:
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
+    """Stop ``proc`` and its process group, and reap it."""
+    _killpg(proc)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+class _Tree:
+    """The solver processes of one step call: each carries ``marker`` in its environment, which whatever
+    it starts inherits. ``stop`` kills the running ones' process groups at once (a step stopped early);
+    ``end`` also kills every process with the marker, those that left their group too."""
+
+    def __init__(self):
+        self.marker = _new_marker()
+        self._running: set[subprocess.Popen] = set()
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.add(proc)
+            stopped = self._stopped
+        if stopped:  # started as the step was being stopped
+            _killpg(proc)
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            running = list(self._running)
+        for proc in running:
+            _killpg(proc)
+
+    def end(self) -> None:
+        self.stop()
+        _kill_marked(self.marker)
 
 
 def _exit_text(rc: int) -> str:
@@ -262,6 +402,7 @@ class _Server:
 
     def __init__(self, argv: list[str], cwd: str, env: dict[str, str]):
         self.argv = argv
+        self.marker = env[TREE_ENV]
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
                                      bufsize=1, start_new_session=True)
@@ -342,6 +483,7 @@ class _Server:
         except subprocess.TimeoutExpired:
             pass
         _kill(self.proc)
+        _kill_marked(self.marker)
         for t in self._threads:
             t.join(timeout=1)
         for stream in (self.proc.stdout, self.proc.stderr):
@@ -428,6 +570,7 @@ class External(Simulator):
                 self._session = Path(tempfile.mkdtemp(prefix="zooframe-external-"))
             if not self.config.keep_workdir:
                 weakref.finalize(self, shutil.rmtree, str(self._session), True)
+                _remove_when_this_process_ends(self._session)
         return self._session
 
     # --- the step -----------------------------------------------------------------------------
@@ -441,17 +584,21 @@ class External(Simulator):
         array = np.ascontiguousarray(state.detach().cpu().numpy(), dtype=self.config.dtype)
         names, params = self._parameters(cases)
         case_names = [c.name for c in cases]
-        with self._lock:  # made once, before case mode's threads need it
-            self._session_dir()
-        mode = self.config.mode
-        if mode == "batch":
-            out = self._call(array, params, names, case_names, seed, f"batch of {len(cases)} rows")
-        elif mode == "case":
-            out = self._per_case(array, params, names, case_names, seed)
-        else:
+        label = f"batch of {len(cases)} rows"
+        if self.config.mode == "persistent":
             with self._lock:
-                out = self._call(array, params, names, case_names, seed, f"batch of {len(cases)} rows",
-                                 persistent=True)
+                out = self._call(array, params, names, case_names, seed, label)
+        else:
+            tree = _Tree()
+            try:
+                with self._lock:  # made once, before case mode's threads need it (and the reaper told)
+                    self._session_dir()
+                if self.config.mode == "batch":
+                    out = self._call(array, params, names, case_names, seed, label, tree)
+                else:
+                    out = self._per_case(array, params, names, case_names, seed, tree)
+            finally:
+                tree.end()
         return torch.as_tensor(out, device=state.device).to(state.dtype)
 
     def _parameters(self, cases: Sequence[Case]) -> tuple[list[str], np.ndarray]:
@@ -466,18 +613,19 @@ class External(Simulator):
             params[i] = [float(case.params[n]) for n in names]
         return names, params
 
-    def _per_case(self, array, params, names, case_names, seed) -> np.ndarray:
+    def _per_case(self, array, params, names, case_names, seed, tree: _Tree) -> np.ndarray:
         rows = len(array)
         out = np.empty(array.shape, dtype=np.float64)
         with ThreadPoolExecutor(min(self.config.max_processes, rows), thread_name_prefix="zooframe-external") as pool:
             futures = [pool.submit(self._call, array[i:i + 1], params[i:i + 1], names, case_names[i:i + 1], seed,
-                                   f"row {i} of {rows}, case {case_names[i]!r}") for i in range(rows)]
+                                   f"row {i} of {rows}, case {case_names[i]!r}", tree) for i in range(rows)]
             try:
                 for i, future in enumerate(futures):
                     out[i] = future.result()[0]
-            except BaseException:
+            except BaseException:  # a fault, or Ctrl-C
                 for future in futures:
                     future.cancel()
+                tree.stop()  # the running solvers end now: the pool's shutdown does not wait them out
                 raise
         return out
 
@@ -485,10 +633,11 @@ class External(Simulator):
     def _argv(self, workdir: Path) -> list[str]:
         return [self.program, *(a.replace(PLACEHOLDER, str(workdir)) for a in self.config.command[1:])]
 
-    def _env(self, workdir: Path) -> dict[str, str]:
-        return {**os.environ, **self.config.env_vars, WORKDIR_ENV: str(workdir)}
+    def _env(self, workdir: Path, marker: str) -> dict[str, str]:
+        return {**os.environ, **self.config.env_vars, WORKDIR_ENV: str(workdir), TREE_ENV: marker}
 
-    def _call(self, array, params, names, case_names, seed, label, persistent=False) -> np.ndarray:
+    def _call(self, array, params, names, case_names, seed, label, tree: _Tree | None = None) -> np.ndarray:
+        """A run of the command (``tree``: the step's processes), or a request to the persistent process."""
         workdir = Path(tempfile.mkdtemp(prefix="call-", dir=self._session_dir()))
         try:
             np.save(workdir / STATE, array)
@@ -498,11 +647,11 @@ class External(Simulator):
                         "parameter_names": names, "case_names": list(case_names), "seed": int(seed),
                         "state": STATE, "params": PARAMS, "output": OUTPUT}
             (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-            if persistent:
+            if tree is None:
                 argv, stderr = self._request(workdir, label)
             else:
                 argv = self._argv(workdir)
-                self._run(argv, workdir, label)
+                self._run(argv, workdir, label, tree)
                 stderr = lambda: _read_tail(workdir / STDERR)  # noqa: E731
             return self._output(workdir, array.shape, case_names, argv, label, stderr)
         finally:
@@ -523,24 +672,26 @@ class External(Simulator):
                                                 if tail else " (empty)"))
         return cls("\n".join(lines))
 
-    def _run(self, argv: list[str], workdir: Path, label: str) -> None:
+    def _run(self, argv: list[str], workdir: Path, label: str, tree: _Tree) -> None:
         cwd = self.config.cwd or str(workdir)
         with open(workdir / STDOUT, "wb") as out, open(workdir / STDERR, "wb") as err:
             try:
-                proc = subprocess.Popen(argv, cwd=cwd, env=self._env(workdir), stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=err, start_new_session=True)
+                proc = subprocess.Popen(argv, cwd=cwd, env=self._env(workdir, tree.marker), stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err, start_new_session=True)
             except OSError as exc:
                 raise self._fault(SimulatorCrashed, label, f"could not start ({type(exc).__name__}: {exc})", argv,
                                   workdir, "") from None
+            tree.started(proc)
             try:
                 rc = proc.wait(timeout=self.config.timeout_s)
             except subprocess.TimeoutExpired:
-                _kill(proc)
-                raise self._fault(SimulatorTimeout, label, f"ran past timeout_s ({self.config.timeout_s:g} s) and was "
-                                  "stopped", argv, workdir, _read_tail(workdir / STDERR)) from None
-            except BaseException:
-                _kill(proc)
-                raise
+                rc = None
+            finally:  # Ctrl-C too
+                _kill(proc)  # what it left running in its process group ends with the call
+                tree.finished(proc)
+        if rc is None:
+            raise self._fault(SimulatorTimeout, label, f"ran past timeout_s ({self.config.timeout_s:g} s) and was "
+                              "stopped", argv, workdir, _read_tail(workdir / STDERR))
         if rc not in self.config.allowed_return_codes:
             stderr = _read_tail(workdir / STDERR)
             stdout = _read_tail(workdir / STDOUT)
@@ -562,7 +713,7 @@ class External(Simulator):
             server = None
         if server is None:
             try:
-                server = _Server(argv, self.config.cwd or str(session), self._env(session))
+                server = _Server(argv, self.config.cwd or str(session), self._env(session, _new_marker()))
             except OSError as exc:
                 raise self._fault(SimulatorCrashed, label, f"could not start the persistent process "
                                   f"({type(exc).__name__}: {exc})", argv, workdir, "") from None
@@ -584,6 +735,9 @@ class External(Simulator):
             raise self._fault(SimulatorCrashed, label, f"the persistent process "
                               f"{_exit_text(rc) if rc is not None else 'closed its stdout'} during a request; the "
                               "next call starts a new one", argv, workdir, server.stderr_tail(), ignored) from None
+        except BaseException:  # Ctrl-C: its answer to this request must not be taken for the next one's
+            self._stop_server(grace_s=0)
+            raise
         if answer.get("ok") is not True:
             raise self._fault(SimulatorCrashed, label, f"the persistent process answered with an error: "
                               f"{str(answer.get('error', answer))[:TAIL_CHARS]}", argv, workdir, server.stderr_tail())
