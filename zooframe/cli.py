@@ -142,9 +142,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
+    from .config.registry import get_registry
     from .plugins.scaffold import new_plugin
 
-    root, written = new_plugin(args.name, args.output)
+    installed = {p.kind: p.provider for p in get_registry().plugins("simulator")}
+    root, written = new_plugin(args.name, args.output, taken=installed)
     text = "\n".join([f"wrote {p}" for p in written] + [
         "", f"next: pip install -e \"{root}[test]\" && python -m pytest -q {root} && "
         f"zooframe run {root}/examples/{args.name}.json"])

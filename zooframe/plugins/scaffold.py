@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 
@@ -184,15 +185,14 @@ FILES = {
 }
 
 
-def new_plugin(name: str, directory: str | Path | None = None) -> tuple[Path, list[Path]]:
-    """Write the package ``zooframe-<name>`` into ``directory`` (default: ``./zooframe-<name>``)."""
-    from ..config.registry import get_registry
-
+def new_plugin(name: str, directory: str | Path | None = None,
+               taken: Mapping[str, str] | None = None) -> tuple[Path, list[Path]]:
+    """Write the package ``zooframe-<name>`` into ``directory`` (default: ``./zooframe-<name>``);
+    ``taken`` maps the simulator kinds already installed to their providers."""
     if not NAME.fullmatch(name):
         raise ZooframeError(f"plugin name {name!r}: use lower-case letters, digits and _, starting with a letter "
                             "(it becomes the config kind and part of the module name), e.g. 'heat1d'")
-    taken = {p.kind: p.provider for p in get_registry().plugins("simulator")}
-    if name in taken:
+    if taken and name in taken:
         raise ZooframeError(f"plugin name {name!r}: the simulator kind {name!r} is taken by {taken[name]}, which is "
                             "installed; choose another name (two plugins of one kind cannot be installed together)")
     words = {"name": name, "package": f"zooframe-{name.replace('_', '-')}", "module": f"zooframe_{name}",
