@@ -172,9 +172,15 @@ def test_cli_exports_and_a_bad_file_is_one_clear_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("target, says", [("folder", "it is a directory; name a file"),
                                           ("a_file/r.npz", "the folder {tmp}/a_file cannot be created (File exists)")])
-def test_export_to_a_path_that_cannot_be_written_is_one_clear_error(tmp_path, capsys, target, says):
+def test_export_to_a_path_that_cannot_be_written_is_one_clear_error(tmp_path, capsys, monkeypatch, target, says):
     import json
 
+    from zooframe.runs import reference_export
+
+    def computed(*args, **kwargs):
+        raise AssertionError("the reference was computed before the path was checked: that work would be lost")
+
+    monkeypatch.setattr(reference_export.Experiment, "build", computed)
     (tmp_path / "folder").mkdir()
     (tmp_path / "a_file").write_text("")
     config = tmp_path / "config.json"

@@ -42,18 +42,8 @@ def atomic_write(path: str | Path, mode: str = "wb", *, follow_symlink: bool = F
     """Open a temporary file for ``path``; when the block ends without an error, it replaces
     ``path``. With ``follow_symlink``, a link at ``path`` is resolved and its target replaced
     (for a file the user named); without it, a link there is a :class:`WriteError`."""
-    path = Path(path)
-    if path.is_symlink():
-        if not follow_symlink:
-            raise WriteError(path, "it is a symbolic link, and zooframe does not write through links in its folders; "
-                                   "remove the link")
-        path = path.resolve()
-    if path.is_dir():
-        raise WriteError(path, "it is a directory; name a file")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}-", suffix=TEMP_SUFFIX)
-    except OSError as exc:
-        raise WriteError(path, _reason(exc)) from None
+    path = _target(path, follow_symlink)
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -68,6 +58,38 @@ def atomic_write(path: str | Path, mode: str = "wb", *, follow_symlink: bool = F
             raise WriteError(path, _reason(exc)) from None
         raise
     _sync_folder(path.parent)
+
+
+def probe(path: str | Path, *, follow_symlink: bool = False) -> None:
+    """Raise the :class:`WriteError` that writing ``path`` would raise, before the work that makes
+    its content is done; the folders up to it are created."""
+    path = _target(path, follow_symlink)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(path, f"the folder {exc.filename} cannot be created ({_reason(exc)})") from None
+    fd, tmp = _temporary(path)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _target(path: str | Path, follow_symlink: bool) -> Path:
+    path = Path(path)
+    if path.is_symlink():
+        if not follow_symlink:
+            raise WriteError(path, "it is a symbolic link, and zooframe does not write through links in its folders; "
+                                   "remove the link")
+        path = path.resolve()
+    if path.is_dir():
+        raise WriteError(path, "it is a directory; name a file")
+    return path
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}-", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise WriteError(path, _reason(exc)) from None
 
 
 def _umask() -> int:

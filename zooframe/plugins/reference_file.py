@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .atomic import WriteError, atomic_write
+from .atomic import atomic_write, probe
 from .base import PluginConfig
 from .errors import ZooframeError
 from .reference import ReferenceSource
@@ -125,10 +125,7 @@ def write_reference_file(path: str | Path, trajectories, case_names: Sequence[st
         fields["channels"] = np.asarray(list(channels), dtype=str)
     hdf5 = path.suffix in HDF5_SUFFIXES
     h5py = _h5py() if hdf5 else None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(path, f"the folder {exc.filename} cannot be created ({exc.strerror or exc})") from None
+    probe(path, follow_symlink=True)  # a path the user named
     with atomic_write(path, "w+b" if hdf5 else "wb", follow_symlink=True) as f:  # a path the user named
         if hdf5:
             with h5py.File(f, "w") as h5:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config.registry import Registry
 from ..config.sections import ExperimentBase, load_config
+from ..plugins.atomic import probe
 from ..plugins.errors import ZooframeError
 from ..plugins.reference_file import write_reference_file
 from .experiment import Experiment
@@ -25,6 +26,7 @@ def export_reference(config: ExperimentBase | dict | str | Path, path: str | Pat
         steps = max(config.training.horizon, config.evaluation.steps)
     elif steps < 1:
         raise ZooframeError(f"steps: at least 1 frame after the initial state (got {steps})")
+    probe(path, follow_symlink=True)  # before the reference is computed, not after
     names, splits, trajectories, features = [], [], [], []
     with Experiment.build(config, registry) as exp:
         for split, cases in exp.splits.items():
