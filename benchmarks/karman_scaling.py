@@ -60,6 +60,9 @@ METHODS = {
     "zo_guided": {"training": {"mode": "zo"}, "estimator": GUIDED},
     "zo_guided_q128": {"training": {"mode": "zo"}, "estimator": {**GUIDED, "q": 128}},
     "zo_subspace": {"training": {"mode": "zo"}, "estimator": {"kind": "subspace", "mu": 0.01}},
+    "zo_subspace_forward": {"training": {"mode": "zo"}, "estimator": {"kind": "subspace", "mu": 0.01, "scheme": "forward"}},
+    "zo_subspace_forward_drop": {"training": {"mode": "zo", "solver_jacobian": "drop"},
+                                 "estimator": {"kind": "subspace", "mu": 0.01, "scheme": "forward"}},
     "fo_sol": {"training": {"mode": "fo"}},
 }
 PROBE_WINDOWS = 2
