@@ -27,6 +27,7 @@ import torch
 from common import write_results
 
 import zooframe
+from zooframe.config.registry import resolve
 from zooframe.plugins.reference import SimulatorReference
 from zooframe_fipy import Spinodal, SpinodalConfig
 
@@ -88,7 +89,7 @@ def main() -> None:
             print(key, zo[key], flush=True)
     # the estimate's queries in one call, each for every case; the rollout that gives an estimator the
     # surrogate gradients it declared (one of the step's queries) is a call of its own
-    inputs = zooframe.get_registry().get("estimator", EXAMPLE["estimator"]["kind"]).cls.inputs
+    inputs = resolve("estimator", EXAMPLE["estimator"]).build().inputs  # what it asks depends on its config
     rollout = 1 if inputs & {"surrogate", "surrogates"} else 0
     rows = (int(zo["local_1_blocks"]["queries_per_step"]) - rollout) * EXAMPLE["training"]["cases_per_step"]
     calls = {}

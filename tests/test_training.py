@@ -45,18 +45,21 @@ def test_the_readme_example_at_test_size_lowers_the_held_out_rollout_error(tmp_p
     assert sum(losses[-15:]) < 0.3 * sum(losses[:15])  # 0.14 here
 
 
-@pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("zo", "subspace"), ("non", "cge"),
-                                             ("fo", "cge"), ("nog", "cge")])
+@pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("zo", "subspace"), ("zo", "subspace_forward"),
+                                             ("non", "cge"), ("fo", "cge"), ("nog", "cge")])
 def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode, estimator):
     config = small(mode=mode, steps=60, optimizer={"lr": 0.03})
-    config["estimator"] = {"kind": estimator, **({"q": 4} if estimator == "guided" else {})}
+    kind, _, scheme = estimator.partition("_")
+    config["estimator"] = {"kind": kind, **({"q": 4} if kind == "guided" else {}), **({"scheme": scheme} if scheme else {})}
     result = zooframe.run(config, output=tmp_path, progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 60
     assert sum(m["loss"] for m in metrics[-10:]) < 0.5 * sum(m["loss"] for m in metrics[:10])
     queries = sum(m["queries"] for m in metrics)
-    # guided and subspace: 1 surrogate rollout; subspace: a pair per unrolled step (small(): unroll 3)
-    per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4, "subspace": 1 + 2 * 3}[estimator]
+    # guided and subspace: 1 surrogate rollout; subspace: a pair per unrolled step (small(): unroll 3), or
+    # forward: one query per step, from the loss at theta that the surrogates' rollout gives
+    per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4, "subspace": 1 + 2 * 3,
+                "subspace_forward": 1 + 3}[estimator]
     assert queries == (60 * per_step if mode == "zo" else 0)
     assert result.summary["status"] == "completed"
     assert result.summary["evaluation"]["corrected"]["mae_mean"] > 0
@@ -150,6 +153,7 @@ def test_an_estimator_gets_the_surrogate_it_declares_and_nothing_else(tmp_path):
 @pytest.mark.parametrize("wants, sparsity, message", [
     (["hessian"], "none", "asks for hessian, which the trainer does not provide"),
     (["surrogate"], "magnitude", "takes no sparsity mask"),
+    (["loss"], "none", "asks for loss without surrogate or surrogates"),
 ])
 def test_an_estimator_that_asks_for_what_the_run_cannot_give_is_refused(tmp_path, wants, sparsity, message):
     config = {**small(), "estimator": {"kind": "recording", "wants": wants}, "sparsity": {"method": sparsity}}

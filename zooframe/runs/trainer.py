@@ -34,12 +34,9 @@ def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tu
 
 def autograd_term_gradients(objective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
     """``[m, d]``: the gradient of each of ``objective.terms`` at ``theta`` by autograd, and the
-    loss (their mean): one rollout and m backward passes. As :func:`autograd_gradient` otherwise."""
-    theta = theta.detach().requires_grad_(True)
-    terms = objective.terms(theta[None])[0]
-    grads = torch.stack([torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0]
-                         for i, term in enumerate(terms)])
-    return _finite(grads, terms.detach().mean())
+    loss (their mean), from ``objective.term_gradients``. As :func:`autograd_gradient` otherwise."""
+    grads, terms = objective.term_gradients(theta)
+    return _finite(grads, terms.mean())
 
 
 def _finite(grad: torch.Tensor, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -62,6 +59,9 @@ def check_inputs(exp: Experiment) -> None:
     if unknown:
         raise ZooframeError(f"estimator {kind!r} asks for {', '.join(sorted(unknown))}, which the trainer does not "
                             f"provide (it provides: {', '.join(sorted(PROVIDED_INPUTS))})")
+    if "loss" in estimator.inputs and not {"surrogate", "surrogates"} & set(estimator.inputs):
+        raise ZooframeError(f"estimator {kind!r} asks for loss without surrogate or surrogates: the loss at theta "
+                            "comes with the surrogates' rollout")
     if exp.config.sparsity.method != "none" and "mask" not in estimator.inputs:
         raise ZooframeError(f"estimator {kind!r} takes no sparsity mask; set sparsity.method to 'none' or use an "
                             "estimator whose inputs include 'mask' (the built-in cge, rge and guided do)")
@@ -231,7 +231,8 @@ class Trainer:
         if mask is not None:
             surrogate = None if surrogate is None else surrogate * mask
             surrogates = None if surrogates is None else surrogates * mask
-        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate, surrogates=surrogates), loss
+        return StepInputs(mask=mask if "mask" in wants else None, surrogate=surrogate, surrogates=surrogates,
+                          loss=loss if "loss" in wants else None), loss
 
     def _before_training(self, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, simulator calls before the first step, retried as the fault policy says;
