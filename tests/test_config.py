@@ -9,6 +9,7 @@ import pytest
 import zooframe
 from zooframe.cli import main
 from zooframe.config.schemas import build_schemas, render
+from zooframe.runs.outputs import output_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -103,11 +104,14 @@ def test_validate_json_output_is_machine_readable(tmp_path, capsys):
 
 
 def test_committed_schemas_match_the_code(project_registry):
-    """Regenerate with `zooframe schema` after changing a config model."""
-    for name, schema in build_schemas(project_registry).items():
+    """Regenerate with `zooframe schema --all` after changing a config model or an output document."""
+    generated = {**build_schemas(project_registry), **output_schemas()}
+    for name, schema in generated.items():
         committed = (ROOT / "schemas" / name)
-        assert committed.is_file(), f"schemas/{name} is missing: run `zooframe schema`"
-        assert committed.read_text() == render(schema), f"schemas/{name} is stale: run `zooframe schema`"
+        assert committed.is_file(), f"schemas/{name} is missing: run `zooframe schema --all`"
+        assert committed.read_text() == render(schema), f"schemas/{name} is stale: run `zooframe schema --all`"
+    leftover = sorted({p.name for p in (ROOT / "schemas").glob("*.json")} - set(generated))
+    assert not leftover, f"schemas/ holds files the code no longer writes: {leftover}"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -15,6 +15,7 @@ from typing import Any
 from .plugins.errors import ConfigError, ZooframeError
 
 EXIT_USER_ERROR = 2
+CONFIG_HELP = "a JSON config file, or - to read it from standard input"
 
 
 def positive_int(text: str) -> int:
@@ -34,22 +35,24 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 def cmd_plugins(args) -> int:
     from .config.registry import get_registry
+    from .runs.outputs import PLUGINS_VERSION
 
     reg = get_registry()
     rows = [p.as_dict() for p in reg.plugins()]
     failures = [{"provider": f.provider, "error": f.error} for f in reg.failures]
     lines = [f"{r['category']:<10} {r['kind']:<16} {r['provider']} {r['version'] or '(in process)'}" for r in rows]
     lines += [f"failed     {f['provider']}: {f['error']}" for f in failures]
-    _emit({"plugins": rows, "failures": failures}, args.json, "\n".join(lines))
+    _emit({"format_version": PLUGINS_VERSION, "plugins": rows, "failures": failures}, args.json, "\n".join(lines))
     return 0
 
 
 def cmd_schema(args) -> int:
     from .config.registry import Registry, get_registry
-    from .config.schemas import write_schemas
+    from .config.schemas import build_schemas, write_schemas
+    from .runs.outputs import output_schemas
 
     registry = get_registry() if args.all else Registry(load_external=False)
-    paths = write_schemas(args.output, registry)
+    paths = write_schemas(args.output, {**build_schemas(registry), **output_schemas()})
     providers = sorted({p.provider for p in registry.plugins()})
     text = "\n".join([f"wrote {p}" for p in paths] + [f"plugins from: {', '.join(providers)}"])
     _emit({"written": [str(p) for p in paths], "providers": providers}, args.json, text)
@@ -57,22 +60,25 @@ def cmd_schema(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .config.sections import load_config
+    from .config.sections import load_config, source_label
     from .runs.experiment import preflight
+    from .runs.outputs import VALIDATE_VERSION
 
+    label = source_label(args.config)
     try:
         config = load_config(args.config)
         problems = preflight(config)
         if problems:
-            raise ConfigError(problems, args.config)
+            raise ConfigError(problems, label)
     except ConfigError as exc:
         if args.json:
-            print(json.dumps({"valid": False, "errors": exc.problems}))
+            print(json.dumps({"format_version": VALIDATE_VERSION, "valid": False, "errors": exc.problems}))
         else:
             for p in exc.problems:
-                print(f"{args.config}: {p}", file=sys.stderr)
+                print(f"{label}: {p}", file=sys.stderr)
         return EXIT_USER_ERROR
-    _emit({"valid": True, "config": config.to_json()}, args.json, f"{args.config}: valid")
+    _emit({"format_version": VALIDATE_VERSION, "valid": True, "config": config.to_json()}, args.json,
+          f"{label}: valid")
     return 0
 
 
@@ -127,6 +133,7 @@ def cmd_check(args) -> int:
     from .config.registry import resolve
     from .config.sections import load_config
     from .plugins.testing import check_simulator
+    from .runs.outputs import CHECK_VERSION
 
     config = load_config(args.config)
     sim = resolve("simulator", config.simulator).build(device=config.execution.device)
@@ -135,7 +142,7 @@ def cmd_check(args) -> int:
         report = check_simulator(sim, reference=source, raise_on_failure=False)
     finally:
         sim.close()
-    data = {"simulator": report.simulator, "passed": report.passed, "skipped": report.skipped,
+    data = {"format_version": CHECK_VERSION, "simulator": report.simulator, "passed": report.passed, "skipped": report.skipped,
             "failures": [vars(f) for f in report.failures]}
     _emit(data, args.json, report.text())
     return 1 if report.failures else 0
@@ -167,14 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("plugins", cmd_plugins, "list the registered plugins")
     p = add("schema", cmd_schema, "write the JSON Schemas of the config (for editors: point a config's "
-            '"$schema" at experiment.schema.json)')
+            '"$schema" at experiment.schema.json) and of the output documents (summary.json, metrics.jsonl lines, '
+            "evaluation.json, the --json documents)")
     p.add_argument("--output", default="schemas", help="folder (default: schemas)")
     p.add_argument("--all", action="store_true", help="include every installed plugin (default: the built-ins only)")
     p = add("validate", cmd_validate, "check a config file and explain every error: its fields, the case sets and "
             "steps its task offers, its run folder")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p = add("run", cmd_run, "train and evaluate an experiment")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--output", help="run folder (default: the config's output.dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint (a completed run "
@@ -188,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--output", help="file (default: RUN_DIR/model.sparse.pt)")
     p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p = add("new-plugin", cmd_new_plugin, "write a simulator plugin package to start from (docs/writing-a-plugin.md)")
     p.add_argument("name", help="the plugin's config kind, e.g. heat1d")
     p.add_argument("--output", help="folder (default: ./zooframe-NAME)")
@@ -198,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write every case set of the config's reference source into FILE, in "
                        "zooframe's reference layout, for another code's run to read with "
                        '"reference": {"kind": "file", "path": FILE}.')
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("file")
     p.add_argument("--steps", type=positive_int, help="frames after the initial state (default: the longer of "
                    "training.horizon and evaluation.steps)")

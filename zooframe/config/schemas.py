@@ -1,4 +1,5 @@
-"""JSON Schemas of the experiment config and of each plugin category, as committed in schemas/."""
+"""JSON Schemas of the experiment config and of each plugin category, as committed in schemas/ (beside
+those of the run's outputs, :mod:`zooframe.runs.outputs`)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def write_schemas(directory: str | Path, registry: Registry) -> list[Path]:
+def write_schemas(directory: str | Path, schemas: dict[str, dict[str, Any]]) -> list[Path]:
+    """Write ``schemas`` (file name -> schema) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in build_schemas(registry).items():
+    for name, schema in schemas.items():
         path = directory / name
         path.write_text(render(schema))
         written.append(path)

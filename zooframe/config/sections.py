@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -251,16 +252,31 @@ def experiment_model(registry: Registry | None = None) -> type[ExperimentBase]:
     return cached
 
 
+STDIN = "-"  # as a config's path: read the config from standard input
+
+
+def source_label(source: str | Path | dict) -> str | None:
+    """How errors name where a config came from: its path, ``<stdin>``, or None for a dict."""
+    if isinstance(source, dict):
+        return None
+    return "<stdin>" if source == STDIN else str(source)
+
+
+def _read_text(source: str | Path) -> str:
+    return sys.stdin.read() if source == STDIN else Path(source).read_text()
+
+
 def load_config(source: str | Path | dict, registry: Registry | None = None) -> ExperimentBase:
-    """Validate a config given as a dict or a JSON file path; raises :class:`ConfigError`."""
+    """Validate a config given as a dict, a JSON file path, or ``"-"`` for JSON on standard input
+    (relative paths inside a config are taken from the working directory either way); raises
+    :class:`ConfigError`."""
     registry = registry or get_registry()
-    label = None
     if not isinstance(source, (dict, str, Path)):
         raise ConfigError([f"a config is a JSON object (a dict) or the path of a JSON file, not a {type(source).__name__}"])
+    label = source_label(source)
     if not isinstance(source, dict):
-        label = str(source)
         try:
-            source = json.loads(Path(source).read_text())
+            source = json.loads(_read_text(source))
         except FileNotFoundError:
             raise ConfigError([f"file not found: {label}"], label) from None
         except UnicodeDecodeError:

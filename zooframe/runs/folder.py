@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config.registry import Registry, get_registry
-from ..config.sections import ExperimentBase, load_config
+from ..config.sections import ExperimentBase, load_config, source_label
 from ..core import sparsity
 from ..execution.threads import ThreadPolicy
 from ..plugins import atomic
@@ -27,6 +27,7 @@ from .evaluation import HeldOut, evaluate, held_out
 from .experiment import Experiment, output_problems
 from .export import export_correction
 from .lock import folder_lock
+from .outputs import EVALUATION_VERSION, SUMMARY_VERSION
 from .trainer import Trainer
 
 CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE, CHECKPOINT_FILE = (
@@ -94,7 +95,7 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     and the error.
     """
     registry = registry or get_registry()
-    label = None if isinstance(config, (ExperimentBase, dict)) else str(config)
+    label = None if isinstance(config, ExperimentBase) else source_label(config)
     if not isinstance(config, ExperimentBase):
         config = load_config(config, registry)
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
@@ -118,7 +119,8 @@ def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: b
     if resume and state is None:
         warnings.warn(f"{out} holds no checkpoint to resume from: the run starts at step 0", stacklevel=3)
     _write_json(out / CONFIG_FILE, config.to_json())
-    _write_json(out / SUMMARY_FILE, {"name": config.name, "status": "building", "pid": os.getpid()})  # no stale one
+    _write_json(out / SUMMARY_FILE, {"format_version": SUMMARY_VERSION, "name": config.name, "status": "building",
+                                      "pid": os.getpid()})  # no stale one
     try:
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
             return _run(exp, out, progress, threads, on_step, state)
@@ -244,7 +246,8 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     show = config.output.progress if progress is None else progress
     bar = tqdm(total=config.training.steps, initial=trainer.step, desc=config.name, disable=None if show else True,
                leave=False)
-    summary: dict[str, Any] = {"name": config.name, "mode": config.training.mode, "status": "running", "pid": os.getpid(),
+    summary: dict[str, Any] = {"format_version": SUMMARY_VERSION, "name": config.name, "mode": config.training.mode,
+                               "status": "running", "pid": os.getpid(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
     if resume is not None:
@@ -368,7 +371,7 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, steps: int | Non
             warnings.warn(f"the run in {run_dir} did not complete (status {stored.get('status', 'unknown')!r}, "
                           f"{stored.get('steps', '?')} of {exp.config.training.steps} steps): these are the weights "
                           "it had when it stopped", stacklevel=2)
-        result = evaluate(exp, split, steps)
+        result = {"format_version": EVALUATION_VERSION, **evaluate(exp, split, steps)}
     result["run_status"] = stored.get("status")
     try:
         _write_json(run_dir / EVALUATION_FILE, result)

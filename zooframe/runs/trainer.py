@@ -20,6 +20,7 @@ from ..plugins.estimator import StepInputs
 from ..plugins.faults import SimulatorNonFinite
 from . import checkpoint
 from .experiment import Experiment
+from .outputs import METRICS_VERSION
 
 
 def autograd_gradient(objective: CorrectionObjective, theta: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -292,9 +293,9 @@ class Trainer:
                 self.scheduler.step()
             self.step += 1
             tally = self._account(self.tally, lost_before)
-            metrics = {"step": self.step, "loss": loss, "queries": tally.queries, "queries_total": self.totals.queries,
-                       "lr": lr, "threads": self.threads.threads, "step_s": time.perf_counter() - step_start,
-                       "sim_s": self.simulator_seconds - sim_before,
+            metrics = {"format_version": METRICS_VERSION, "step": self.step, "loss": loss, "queries": tally.queries,
+                       "queries_total": self.totals.queries, "lr": lr, "threads": self.threads.threads,
+                       "step_s": time.perf_counter() - step_start, "sim_s": self.simulator_seconds - sim_before,
                        "wall_s": self.elapsed_before + time.perf_counter() - start}
             if tally.faults or tally.retried:
                 metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
