@@ -7,6 +7,8 @@ A page asks for generated text with an HTML comment on a line of its own:
   argparse parser in ``zooframe/cli.py``;
 - ``<!-- zooframe:config-reference -->``: every field of ``schemas/experiment.schema.json`` with
   its type, default and description;
+- ``<!-- zooframe:outputs-reference -->``: every key of the output documents' schemas
+  (``schemas/summary.schema.json``, ``schemas/cli-run.schema.json``, ...), from the committed files;
 - ``<!-- zooframe:conformance-rules -->``: the conformance kit's rules
   (``zooframe.plugins.testing.RULES``);
 - ``<!-- zooframe:results NAME -->``: ``benchmarks/results/NAME.json`` (command, date, machine,
@@ -60,6 +62,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
             return cli_reference()
         if what == "config-reference":
             return config_reference()
+        if what == "outputs-reference":
+            return outputs_reference()
         if what == "conformance-rules":
             from zooframe.plugins.testing import RULES
 
@@ -369,6 +373,46 @@ def type_of(prop: dict, defs: dict) -> str:
     if "pattern" in prop:
         bounds.append(f"matching `{prop['pattern']}`")
     return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+# ---------------------------------------------------------------- the output documents
+
+def outputs_reference() -> str:
+    """One section per output schema: its keys (and whether every document has them), the keys
+    a status guarantees, then the objects it refers to."""
+    from zooframe.runs.outputs import DOCUMENTS
+
+    out = []
+    for name, (what, _) in DOCUMENTS.items():
+        schema = json.loads((ROOT / "schemas" / name).read_text())
+        defs = schema.get("$defs", {})
+        parts = [f"## `{what}`", f"`schemas/{name}`: {schema['title']}."]
+        if schema.get("description"):
+            parts.append(clean(schema["description"]))
+        if "properties" in schema:
+            parts.append(key_table(schema, defs))
+        else:  # one of several documents
+            parts.append("One of: " + ", ".join(f"`{ref.split('/')[-1]}`" for ref in section_objects(schema, defs)) + ".")
+        for rule in schema.get("allOf", []):
+            condition = rule["if"]["properties"]["status"]
+            statuses = condition.get("enum", [condition.get("const")])
+            keys = ", ".join(f"`{k}`" for k in rule["then"]["required"])
+            parts.append(f"With `status` {' or '.join(f'`{s}`' for s in statuses)}, always written: {keys}.")
+        for ref, definition in defs.items():
+            if definition.get("type") == "object" and "properties" in definition:
+                about = f" {clean(definition['description'])}" if definition.get("description") else ""
+                more = " Plugins may add keys of their own." if definition.get("additionalProperties") is True else ""
+                parts.append(f"**`{ref}`**:{about}{more}\n\n" + key_table(definition, defs))
+        out.append("\n\n".join(parts))
+    return "\n\n".join(out)
+
+
+def key_table(schema: dict, defs: dict) -> str:
+    required = set(schema.get("required", []))
+    rows = [[f"`{key}`", type_text(prop, defs), "yes" if key in required else "",
+             clean(prop.get("description", "")).replace("|", "\\|") or "-"]
+            for key, prop in schema["properties"].items()]
+    return table(["key", "type", "always", "description"], rows)
 
 
 # ---------------------------------------------------------------- benchmark results
