@@ -18,7 +18,6 @@ PhiFlow (FO) on fixed training windows, at the initial parameters and at those t
 trainer reached. op_profile: torch.profiler's operators with the most self CPU time in a step of
 ZO forward (identity and drop), ZO central with a backward pass per term (the step before issue
 33) and FO-SOL, and the CPU time inside the simulator. Writes benchmarks/results/zo_step.json.
-The forward scheme needs a trainer that hands the estimator StepInputs.loss.
 """
 
 from __future__ import annotations

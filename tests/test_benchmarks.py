@@ -46,6 +46,9 @@ SMOKE = [
                  marks=[_installed("zooframe_phiflow"), pytest.mark.slow], id="karman_accuracy"),
     pytest.param("external_overhead", ["--rows", "4", "--repeats", "1", "--resolution", "16"], "external_overhead",
                  None, marks=[_installed("zooframe_external"), _GCC], id="external_overhead"),
+    pytest.param("zo_step", ["--threads", "1", "--repeats", "2", "--warmup", "1", "--windows", "1", "--profile-steps", "1"],
+                 "zo_step", {"karman_subspace": KARMAN}, marks=[_installed("zooframe_phiflow"), pytest.mark.slow],
+                 id="zo_step"),
     pytest.param("fipy_batching", ["--repeats", "1", "--zo-steps", "2"], "fipy_batching", FIPY_EXAMPLES,
                  marks=[_installed("zooframe_fipy"), pytest.mark.slow], id="fipy_batching"),
 ]
