@@ -15,7 +15,7 @@ SMALL = {
     "estimator": {"kind": "cge", "scheme": "forward"},
     "training": {"mode": "zo", "steps": 5, "unroll": 3, "horizon": 10, "optimizer": {"lr": 0.01}},
     "evaluation": {"steps": 10},
-    "output": {"progress": False},
+    "output": {"progress": False, "figures": False},  # a second a run; tests/test_figures.py draws them
 }
 
 

@@ -70,5 +70,11 @@ def test_a_run_labels_its_snapshots_with_the_simulators_quantity(tmp_path, monke
     seen = []
     snapshots = figures.snapshots
     monkeypatch.setattr(figures, "snapshots", lambda *args, **kwargs: seen.append(kwargs) or snapshots(*args, **kwargs))
-    result = zooframe.run(small(steps=1), output=tmp_path, progress=False)
+    config = small(steps=1)
+    config["output"]["figures"] = True
+    result = zooframe.run(config, output=tmp_path, progress=False)
     assert seen == [{"label": "|state|"}] and "snapshots.png" in result.summary["figures"]
+    config["output"]["figures"] = False  # not part of the experiment: the folder's run is still this config's
+    assert "nothing to do" in zooframe.run(config, output=tmp_path, resume=True).summary["resumed"]
+    replaced = zooframe.run(config, output=tmp_path, force=True)
+    assert replaced.summary["figures"] == "skipped: output.figures is false" and not any(tmp_path.glob("*.png"))

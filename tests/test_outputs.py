@@ -57,7 +57,7 @@ def config(steps=3):
     c["sparsity"] = {"method": "magnitude", "ratio": 0.5, "use": "model"}  # its summary keys and the export's
     c["evaluation"] = {"steps": 5}
     c["execution"] = {"threads": 1}
-    c["output"] = {"progress": False, "checkpoint_every": 2}
+    c["output"] = {"progress": False, "figures": False, "checkpoint_every": 2}
     return c
 
 

@@ -30,7 +30,7 @@ def config_file(tmp_path, name, steps=400):
         if section in CONFIGS[name]:
             config[section] = CONFIGS[name][section]
     config["execution"] = {"threads": 1}
-    config["output"] = {"progress": False, "checkpoint_every": 7}
+    config["output"] = {"progress": False, "figures": False, "checkpoint_every": 7}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(config))
     return path
@@ -141,7 +141,7 @@ def test_an_interrupted_run_resumes_on_its_backend_with_skipped_steps(tmp_path, 
     config["model"]["normalize"] = False  # its statistics come from every case's steps
     config["execution"] = {"threads": 1, "backend": backend, "workers": 2, "chunk_size": 8,
                            "faults": {"policy": "skip", "max_skipped_in_a_row": 100}}
-    config["output"] = {"progress": False, "checkpoint_every": 4}
+    config["output"] = {"progress": False, "figures": False, "checkpoint_every": 4}
     config["sparsity"] = {"method": "random", "ratio": 0.5, "use": "gradient"}
     registry = registry_with_opaque()
     whole = zooframe.run(config, output=tmp_path / "whole", registry=registry)
@@ -182,7 +182,7 @@ def test_a_scheduler_stop_ends_like_ctrl_c_and_the_run_resumes(tmp_path, signame
 
 def test_a_run_stored_without_a_field_added_since_resumes_with_its_default(tmp_path):
     config = small(steps=4)
-    config["output"] = {"progress": False, "checkpoint_every": 2}
+    config["output"] = {"progress": False, "figures": False, "checkpoint_every": 2}
     zooframe.run(config, output=tmp_path)
     stored = json.loads((tmp_path / "config.json").read_text())
     del stored["training"]["solver_jacobian"], stored["execution"]["faults"]  # as a version without them wrote it

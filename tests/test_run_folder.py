@@ -20,7 +20,7 @@ from .helpers import small
 def config(steps=6):
     c = small(steps=steps)
     c["execution"] = {"threads": 1}
-    c["output"] = {"progress": False, "checkpoint_every": 2}
+    c["output"] = {"progress": False, "figures": False, "checkpoint_every": 2}
     return c
 
 

@@ -32,7 +32,7 @@ STEPS = 150
 def config_file(tmp_path, backend):
     config = small(steps=STEPS, optimizer={"lr": 0.003})
     config["execution"] = {"threads": 1, "backend": backend, **({"workers": 1} if backend == "process" else {})}
-    config["output"] = {"progress": False, "checkpoint_every": 5}
+    config["output"] = {"progress": False, "figures": False, "checkpoint_every": 5}
     path = tmp_path / f"{backend}.json"
     path.write_text(json.dumps(config))
     return path

@@ -182,6 +182,8 @@ class ExecutionConfig(Section):
 class OutputConfig(Section):
     dir: str = Field("runs/{name}", description="run folder; {name} is the experiment name")
     progress: bool = Field(True, description="progress bar on a terminal")
+    figures: bool = Field(True, description="write loss.png, mae.png and snapshots.png at the end of a run (about "
+                          "a second; off for sweeps and batch jobs that do not look at them)")
     checkpoint_every: int = Field(10, ge=1, description="optimizer steps between checkpoints (one is also written "
                                   "after the last step), from which `zooframe run --resume` continues a stopped run")
 

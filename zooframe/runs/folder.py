@@ -130,12 +130,12 @@ def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: b
 
 
 def _comparable(config: Any) -> dict:
-    """A config without what does not change the run (its editor schema, the progress bar)."""
+    """A config without what does not change the run (its editor schema, the progress bar, figures)."""
     if not isinstance(config, dict):
         return {"(the whole config)": config}
     config = {k: v for k, v in config.items() if k != "$schema"}
     if isinstance(config.get("output"), dict):
-        config["output"] = {k: v for k, v in config["output"].items() if k != "progress"}
+        config["output"] = {k: v for k, v in config["output"].items() if k not in ("progress", "figures")}
     return config
 
 
@@ -309,7 +309,8 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     threads.update()
     results = held_out(exp)
     summary["evaluation"] = results.summary()
-    summary["figures"] = write_figures(exp, out, results, summary["evaluation"])
+    summary["figures"] = (write_figures(exp, out, results, summary["evaluation"]) if config.output.figures
+                          else "skipped: output.figures is false")
     summary["status"] = "completed"
     _write_json(out / SUMMARY_FILE, summary)
     return RunResult(out, summary, exp)
