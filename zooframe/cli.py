@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint (a completed run "
                    "is left as it is)")
-    p.add_argument("--force", action="store_true", help="replace the run a folder holds (another experiment, or this one stopped or completed)")
+    p.add_argument("--force", action="store_true", help="replace the run a folder holds (another experiment, or "
+                   "this one stopped or completed)")
     p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")

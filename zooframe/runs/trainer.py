@@ -238,14 +238,15 @@ class Trainer:
     def _before_training(self, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, simulator calls before the first step, retried as the fault policy says;
         a fault that remains stops the run (there is no step to skip), naming what failed."""
+        retried_before = self.totals.retried  # the run's count: the normalization pass's retries come before pruning's
         try:
             return retried(compute, self.exp.config.execution.faults, self.totals)
         except ZooframeError:
             raise
         except Exception as exc:
             raise ZooframeError(f"simulator {self.exp.config.simulator.kind!r} failed in {what} before training "
-                                f"({classify(exc)}): {describe(exc)}; it was retried {self.totals.retried} times "
-                                "(execution.faults)") from exc
+                                f"({classify(exc)}): {describe(exc)}; it was retried "
+                                f"{self.totals.retried - retried_before} times (execution.faults)") from exc
 
     def _attempt(self, what: str, compute: Callable[[], Any]) -> Any:
         """``compute()``, a part of the step that all its queries share, under the fault policy:
