@@ -9,11 +9,12 @@ import pickle
 import select
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from ..plugins.errors import ZooframeError
 from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
+from .waiting import wait_for
 from .workers import EvaluationWorker, WorkerSpec
 
 _worker: EvaluationWorker | None = None
@@ -92,7 +93,7 @@ class ProcessEngine(RemoteEngine):
             # as plain bytes: the pool would share tensors through file descriptors, a handshake that a
             # worker's death interrupts with tracebacks from the pool's threads
             futures = [self.pool.submit(_evaluate, pickle.dumps(task)) for task in tasks]
-            if wait(futures, self.timeout_s).not_done:
+            if wait_for(futures, self.timeout_s):
                 raise self._timed_out()
             return [pickle.loads(future.result()) for future in futures]
         except BrokenProcessPool as exc:

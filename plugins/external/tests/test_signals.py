@@ -38,7 +38,7 @@ def zooframe_run(path, out, tag, tmp, *extra):
     it) and its temporary files in ``tmp``."""
     env = {k: v for k, v in os.environ.items() if k != "ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"}
     name, value = tag.decode().split("=", 1)
-    env.update({name: value, "TMPDIR": str(tmp)})
+    env.update({name: value, "TMPDIR": str(tmp), "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps every thread
     return subprocess.Popen([sys.executable, "-m", "zooframe.cli", "run", str(path), "--output", str(out), "--quiet",
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -76,6 +76,15 @@ def assert_nothing_left(tag, tmp) -> None:
     assert not list(tmp.glob("zooframe-external-*"))
 
 
+def communicate_or_dump(process, timeout=30) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # where it hangs: faulthandler's stacks of every thread
+        process.send_signal(signal.SIGABRT)
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"still running {timeout} s after the signal:\n{err}") from None
+
+
 def signalled_run(tmp_path, c_solver, reference_file, mode, signame) -> dict[str, torch.Tensor] | None:
     """A run stopped by ``signame`` at step 3 and checked; a killed one resumed: its weights."""
     hang, path, run, tmp = tmp_path / "hang", tmp_path / "config.json", tmp_path / "run", tmp_path / "tmp"
@@ -89,7 +98,7 @@ def signalled_run(tmp_path, c_solver, reference_file, mode, signame) -> dict[str
             hang.touch()
             wait_until(lambda: hung(tag), process)
         process.send_signal(getattr(signal, signame))
-        _, err = process.communicate(timeout=30)
+        _, err = communicate_or_dump(process)
         assert process.returncode == (-9 if signame == "SIGKILL" else 128 + getattr(signal, signame)), err
         assert "Traceback" not in err, err
         assert_nothing_left(tag, tmp)

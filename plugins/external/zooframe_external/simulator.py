@@ -121,6 +121,7 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from zooframe import Case, PluginConfig, Simulator, StateSpec, ZooframeError
+from zooframe.execution.waiting import WAKE_S, wait_for
 from zooframe.faults import (
     SimulatorCrashed,
     SimulatorFault,
@@ -448,9 +449,9 @@ class _Server:
             if remaining <= 0:
                 raise _ServerTimeout()
             try:
-                line = self.lines.get(timeout=remaining)
+                line = self.lines.get(timeout=min(remaining, WAKE_S))  # see zooframe.execution.waiting
             except queue.Empty:
-                raise _ServerTimeout() from None
+                continue
             if line is None:
                 raise _ServerDied()
             text = line.strip()
@@ -621,6 +622,7 @@ class External(Simulator):
                                    f"row {i} of {rows}, case {case_names[i]!r}", tree) for i in range(rows)]
             try:
                 for i, future in enumerate(futures):
+                    wait_for([future])  # not future.result(): see zooframe.execution.waiting
                     out[i] = future.result()[0]
             except BaseException:  # a fault, or Ctrl-C
                 for future in futures:
