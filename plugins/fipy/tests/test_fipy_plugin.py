@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +91,23 @@ def test_a_few_zo_steps_through_fipy_run_from_the_example_config(example_config,
     assert set(metrics) >= {"length_final_mean", "length_rel_error"} and all(map(math.isfinite, metrics.values()))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_stop_signals_still_stop_a_process_once_fipy_is_loaded_and_stepped(small):
+    """With mpi4py installed, importing FiPy starts MPI, which took SIGHUP from zooframe's handler."""
+    script = f"""
+import os, signal, sys, torch, zooframe
+got = []
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, lambda signum, frame: got.append(signum))
+zooframe.Registry()  # loads every installed plugin
+from zooframe_fipy import Spinodal, SpinodalConfig
+sim = Spinodal(SpinodalConfig(**{small!r}))
+sim.block_solver(1)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    os.kill(os.getpid(), s)
+print(sorted(got), "fipy" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-4:] == ["[1,", "2,", "15]", "True"], done.stdout

@@ -8,8 +8,11 @@ same FiPy code, from the same initial condition, on a grid ``reference_factor`` 
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -18,7 +21,8 @@ from pydantic import Field, PositiveFloat
 import zooframe
 from zooframe.plugins.cache import TrajectoryCache
 
-from .blocks import BlockSolver
+if TYPE_CHECKING:
+    from .blocks import BlockSolver
 
 
 class MaterialCase(zooframe.PluginConfig):
@@ -120,8 +124,11 @@ class Spinodal(zooframe.Simulator):
         n = n or self.config.resolution
         key = (blocks, n)
         if key not in self._solvers:
-            self._solvers[key] = BlockSolver(blocks, n, self.config.length / n, self.config.solver, self._tolerance(n))
+            self._solvers[key] = self._new_block_solver(blocks, n)
         return self._solvers[key]
+
+    def _new_block_solver(self, blocks: int, n: int) -> BlockSolver:
+        return _blocks().BlockSolver(blocks, n, self.config.length / n, self.config.solver, self._tolerance(n))
 
     @staticmethod
     def _params(cases: Sequence[zooframe.Case]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +147,7 @@ class Spinodal(zooframe.Simulator):
             return np.concatenate(out)
         rows = []
         for b in range(len(phi)):
-            solver = (self.block_solver(1, n) if cfg.batching == "loop"
-                      else BlockSolver(1, n, cfg.length / n, cfg.solver, self._tolerance(n)))
+            solver = self.block_solver(1, n) if cfg.batching == "loop" else self._new_block_solver(1, n)
             rows.append(solver.advance(phi[b:b + 1], mobility[b:b + 1], kappa[b:b + 1], dt, steps))
         return np.concatenate(rows)
 
@@ -190,6 +196,26 @@ class Spinodal(zooframe.Simulator):
             phi = self.advance(phi, cases, n * f, cfg.dt / cfg.reference_substeps, cfg.reference_substeps)
             frames.append(restrict(phi))
         return torch.as_tensor(np.stack(frames, axis=1)[:, :, None], dtype=torch.float64)
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _blocks():
+    """The FiPy part, imported on first use rather than with the plugin: with mpi4py installed,
+    importing FiPy starts MPI, whose C handlers replace the process's for the stop signals (SIGHUP
+    would no longer stop a run). So it is not imported by every zooframe process that merely loads
+    the installed plugins, and where it is, Python's handlers are put back."""
+    if "zooframe_fipy.blocks" in sys.modules:
+        return sys.modules["zooframe_fipy.blocks"]
+    main = threading.current_thread() is threading.main_thread()  # handlers are set in the main thread only
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
+    from . import blocks
+
+    for s, handler in saved.items():
+        if handler is not None:
+            signal.signal(s, handler)
+    return blocks
 
 
 def _fipy_version() -> str:
