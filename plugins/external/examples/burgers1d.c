@@ -183,69 +183,99 @@ static void euler(double *u, long N, double nu, double dx, double h, long n, dou
     }
 }
 
-static int solve(const char *workdir, const Options *o) {
-    char path[PATH_CHARS];
+/* A call's inputs: the states [B, C, N] (row = C * N values per state) and the parameters [B, P]. */
+typedef struct {
     Array s, p;
-    double *out = NULL, *flux = NULL, *next = NULL;
-    long B, N, row, channels, b, c, i, P;
+    long B, N, row, channels, P;
+} Inputs;
+
+static void free_inputs(Inputs *in) {
+    free(in->s.data);
+    free(in->p.data);
+    in->s.data = in->p.data = NULL;
+}
+
+static int read_inputs(const char *workdir, const Options *o, Inputs *in) {
+    char path[PATH_CHARS];
+    long i;
     int rc;
+    memset(in, 0, sizeof *in);
     snprintf(path, sizeof path, "%s/state.npy", workdir);
-    if ((rc = read_npy(path, &s)) != 0) return rc;
+    if ((rc = read_npy(path, &in->s)) != 0) return rc;
     snprintf(path, sizeof path, "%s/params.npy", workdir);
-    if ((rc = read_npy(path, &p)) != 0) {
-        free(s.data);
+    if ((rc = read_npy(path, &in->p)) != 0) {
+        free_inputs(in);
         return rc;
     }
-    if (s.ndim < 2 || s.shape[s.ndim - 1] < 1) {
-        rc = fail(2, "state.npy must be [B, C, N], got %d dimension(s)", s.ndim);
+    if (in->s.ndim < 2 || in->s.shape[in->s.ndim - 1] < 1) {
+        rc = fail(2, "state.npy must be [B, C, N], got %d dimension(s)", in->s.ndim);
         goto done;
     }
-    B = s.shape[0];
-    N = s.shape[s.ndim - 1];
-    row = B > 0 ? s.count / B : 0;
-    channels = row / N;
-    if (p.ndim != 2 || p.shape[0] != B || p.shape[1] <= o->nu_column) {
-        rc = fail(2, "params.npy must be [%ld, P] with a column %d for nu", B, o->nu_column);
+    in->B = in->s.shape[0];
+    in->N = in->s.shape[in->s.ndim - 1];
+    in->row = in->B > 0 ? in->s.count / in->B : 0;
+    in->channels = in->row / in->N;
+    if (in->p.ndim != 2 || in->p.shape[0] != in->B || in->p.shape[1] <= o->nu_column) {
+        rc = fail(2, "params.npy must be [%ld, P] with a column %d for nu", in->B, o->nu_column);
         goto done;
     }
-    P = p.shape[1];
-    for (i = 0; i < s.count; i++)
-        if (!isfinite(s.data[i])) {
-            rc = fail(3, "the input state holds NaN or Inf (row %ld)", i / row);
+    in->P = in->p.shape[1];
+    for (i = 0; i < in->s.count; i++)
+        if (!isfinite(in->s.data[i])) {
+            rc = fail(3, "the input state holds NaN or Inf (row %ld)", i / in->row);
             goto done;
         }
-    out = malloc((size_t)(s.count > 0 ? s.count : 1) * sizeof(double));
-    flux = malloc((size_t)N * sizeof(double));
-    next = malloc((size_t)N * sizeof(double));
+done:
+    if (rc) free_inputs(in);
+    return rc;
+}
+
+/* Row b's nu and its number of sub-steps n, from the row's max|u| over all its channels. */
+static int row_substeps(const Inputs *in, long b, const Options *o, double *nu, long *n) {
+    double dx = 2 * PI / (double)in->N, amax = 0.0, limit, steps;
+    const double *u = in->s.data + b * in->row;
+    long i;
+    *nu = in->p.data[b * in->P + o->nu_column];
+    if (!(*nu >= 0)) return fail(3, "row %ld: nu is %g; it must not be negative", b, *nu);
+    for (i = 0; i < in->row; i++) amax = fmax(amax, fabs(u[i]));
+    limit = fmin(0.4 * dx / fmax(amax, 1e-8), 0.4 * dx * dx / fmax(*nu, 1e-12));
+    steps = ceil(o->dt / limit);
+    if (steps > (double)o->max_substeps)
+        return fail(3, "row %ld needs %.0f sub-steps, more than --max-substeps %ld (max|u| = %g)", b, steps,
+                    o->max_substeps, amax);
+    *n = steps < 1 ? 1 : (long)steps;
+    return 0;
+}
+
+static int write_output(const char *workdir, const Inputs *in, const double *out) {
+    char path[PATH_CHARS];
+    snprintf(path, sizeof path, "%s/output.npy", workdir);
+    return write_npy(path, out, in->s.ndim, in->s.shape, in->s.count);
+}
+
+static int solve(const char *workdir, const Options *o) {
+    Inputs in;
+    double *out = NULL, *flux = NULL, *next = NULL;
+    long b, c, n = 1;
+    int rc;
+    if ((rc = read_inputs(workdir, o, &in)) != 0) return rc;
+    out = malloc((size_t)(in.s.count > 0 ? in.s.count : 1) * sizeof(double));
+    flux = malloc((size_t)in.N * sizeof(double));
+    next = malloc((size_t)in.N * sizeof(double));
     if (!out || !flux || !next) {
         rc = fail(3, "out of memory");
         goto done;
     }
-    memcpy(out, s.data, (size_t)s.count * sizeof(double));
-    for (b = 0; b < B; b++) {
-        double nu = p.data[b * P + o->nu_column], dx = 2 * PI / (double)N, amax = 0.0, limit, steps;
-        double *u = out + b * row;
-        long n;
-        if (!(nu >= 0)) {
-            rc = fail(3, "row %ld: nu is %g; it must not be negative", b, nu);
-            goto done;
-        }
-        for (i = 0; i < row; i++) amax = fmax(amax, fabs(u[i]));
-        limit = fmin(0.4 * dx / fmax(amax, 1e-8), 0.4 * dx * dx / fmax(nu, 1e-12));
-        steps = ceil(o->dt / limit);
-        if (steps > (double)o->max_substeps) {
-            rc = fail(3, "row %ld needs %.0f sub-steps, more than --max-substeps %ld (max|u| = %g)", b, steps,
-                      o->max_substeps, amax);
-            goto done;
-        }
-        n = steps < 1 ? 1 : (long)steps;
-        for (c = 0; c < channels; c++) euler(u + c * N, N, nu, dx, o->dt / (double)n, n, flux, next);
+    memcpy(out, in.s.data, (size_t)in.s.count * sizeof(double));
+    for (b = 0; b < in.B; b++) {
+        double nu, dx = 2 * PI / (double)in.N;
+        if ((rc = row_substeps(&in, b, o, &nu, &n)) != 0) goto done;
+        for (c = 0; c < in.channels; c++)
+            euler(out + b * in.row + c * in.N, in.N, nu, dx, o->dt / (double)n, n, flux, next);
     }
-    snprintf(path, sizeof path, "%s/output.npy", workdir);
-    rc = write_npy(path, out, s.ndim, s.shape, s.count);
+    rc = write_output(workdir, &in, out);
 done:
-    free(s.data);
-    free(p.data);
+    free_inputs(&in);
     free(out);
     free(flux);
     free(next);
@@ -313,39 +343,40 @@ static void answer(int rc) {
     fflush(stdout);
 }
 
-static int serve(const Options *o) {
-    size_t cap = 1024, len;
-    char *line = malloc(cap), workdir[PATH_CHARS];
-    if (!line) return 3;
+/* One whole line of stdin, however long, into *line (grown as needed): 0, 1 at end of input, 3 out of memory. */
+static int read_line(char **line, size_t *cap) {
+    size_t len = 0;
     for (;;) {
-        len = 0;
-        for (;;) { /* one whole line, however long */
-            if (!fgets(line + len, (int)(cap - len), stdin)) {
-                if (len == 0) {
-                    free(line);
-                    return 0; /* stdin closed: done */
-                }
-                break;
-            }
-            len += strlen(line + len);
-            if (len > 0 && line[len - 1] == '\n') break;
-            if (len + 1 >= cap) {
-                char *bigger = realloc(line, cap * 2);
-                if (!bigger) {
-                    free(line);
-                    return 3;
-                }
-                line = bigger;
-                cap *= 2;
-            }
+        if (!fgets(*line + len, (int)(*cap - len), stdin)) return len == 0 ? 1 : 0;
+        len += strlen(*line + len);
+        if (len > 0 && (*line)[len - 1] == '\n') return 0;
+        if (len + 1 >= *cap) {
+            char *bigger = realloc(*line, *cap * 2);
+            if (!bigger) return 3;
+            *line = bigger;
+            *cap *= 2;
         }
-        if (strspn(line, " \t\r\n") == len) continue;
-        if (json_string(line, "workdir", workdir, sizeof workdir) != 0) {
-            answer(fail(2, "bad request (no \"workdir\" string): %.200s", line));
-            continue;
-        }
-        answer(solve(workdir, o));
     }
+}
+
+/* The request's work directory into workdir: 0, or an error answered already. */
+static int request_workdir(const char *line, char *workdir) {
+    if (json_string(line, "workdir", workdir, PATH_CHARS) == 0) return 0;
+    answer(fail(2, "bad request (no \"workdir\" string): %.200s", line));
+    return 2;
+}
+
+static int serve(const Options *o) {
+    size_t cap = 1024;
+    char *line = malloc(cap), workdir[PATH_CHARS];
+    int rc;
+    if (!line) return 3;
+    while ((rc = read_line(&line, &cap)) == 0) {
+        if (strspn(line, " \t\r\n") == strlen(line)) continue;
+        if (request_workdir(line, workdir) == 0) answer(solve(workdir, o));
+    }
+    free(line);
+    return rc == 1 ? 0 : rc; /* stdin closed: done */
 }
 
 static int little_endian(void) {
@@ -353,32 +384,43 @@ static int little_endian(void) {
     return *(const unsigned char *)&one == 1;
 }
 
-int main(int argc, char **argv) {
-    Options o = {0.0, 0, 100000, 0, NULL};
-    int i, rc;
+static int parse_options(int argc, char **argv, Options *o, const char *name) {
+    int i;
+    Options defaults = {0.0, 0, 100000, 0, NULL};
+    *o = defaults;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--serve") == 0) o.serve = 1;
-        else if (strcmp(argv[i], "--dt") == 0 && i + 1 < argc) o.dt = strtod(argv[++i], NULL);
-        else if (strcmp(argv[i], "--workdir") == 0 && i + 1 < argc) o.workdir = argv[++i];
-        else if (strcmp(argv[i], "--nu-column") == 0 && i + 1 < argc) o.nu_column = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--max-substeps") == 0 && i + 1 < argc) o.max_substeps = atol(argv[++i]);
+        if (strcmp(argv[i], "--serve") == 0) o->serve = 1;
+        else if (strcmp(argv[i], "--dt") == 0 && i + 1 < argc) o->dt = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "--workdir") == 0 && i + 1 < argc) o->workdir = argv[++i];
+        else if (strcmp(argv[i], "--nu-column") == 0 && i + 1 < argc) o->nu_column = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--max-substeps") == 0 && i + 1 < argc) o->max_substeps = atol(argv[++i]);
         else {
-            fprintf(stderr, "burgers1d: unknown argument %s\nusage: burgers1d --dt DT [--serve] [--workdir DIR] "
-                            "[--nu-column K] [--max-substeps N]\n", argv[i]);
+            fprintf(stderr, "%s: unknown argument %s\nusage: %s --dt DT [--serve] [--workdir DIR] "
+                            "[--nu-column K] [--max-substeps N]\n", name, argv[i], name);
             return 2;
         }
     }
-    if (!(o.dt > 0) || o.nu_column < 0 || o.max_substeps < 1) {
-        fprintf(stderr, "burgers1d: --dt must be positive (got %g), --nu-column >= 0, --max-substeps >= 1\n", o.dt);
+    if (!(o->dt > 0) || o->nu_column < 0 || o->max_substeps < 1) {
+        fprintf(stderr, "%s: --dt must be positive (got %g), --nu-column >= 0, --max-substeps >= 1\n", name, o->dt);
         return 2;
     }
     if (!little_endian()) {
-        fprintf(stderr, "burgers1d: this solver reads little-endian .npy files on little-endian machines only\n");
+        fprintf(stderr, "%s: this solver reads little-endian .npy files on little-endian machines only\n", name);
         return 2;
     }
+    if (!o->workdir) o->workdir = getenv("ZOOFRAME_WORKDIR");
+    if (!o->workdir) o->workdir = ".";
+    return 0;
+}
+
+#ifndef BURGERS1D_NO_MAIN /* burgers1d_mpi.c includes this file for all of the above */
+int main(int argc, char **argv) {
+    Options o;
+    int rc = parse_options(argc, argv, &o, "burgers1d");
+    if (rc) return rc;
     if (o.serve) return serve(&o);
-    if (!o.workdir) o.workdir = getenv("ZOOFRAME_WORKDIR");
-    rc = solve(o.workdir ? o.workdir : ".", &o);
+    rc = solve(o.workdir, &o);
     if (rc) fprintf(stderr, "burgers1d: %s\n", error_text);
     return rc;
 }
+#endif

@@ -26,6 +26,24 @@ def c_solver(tmp_path_factory) -> str:
     return str(exe)
 
 
+def mpi_program(name: str) -> str | None:
+    """An MPI program: the mpich wheel's, beside this Python, else one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.access(here, os.X_OK) else shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def mpi_solver(tmp_path_factory) -> str:
+    """The MPI example, compiled with mpicc; mpiexec's folder goes on PATH for the launcher."""
+    mpicc, mpiexec = mpi_program("mpicc"), mpi_program("mpiexec")
+    if mpicc is None or mpiexec is None:
+        pytest.skip("no mpicc and mpiexec (pip install mpich mpi4py, as the test extra does): the MPI tests need them")
+    os.environ["PATH"] = os.path.dirname(mpiexec) + os.pathsep + os.environ.get("PATH", "")
+    exe = tmp_path_factory.mktemp("mpi-solver") / "burgers1d_mpi"
+    subprocess.run([mpicc, "-O2", "-std=c99", "-o", str(exe), str(EXAMPLES / "burgers1d_mpi.c"), "-lm"], check=True)
+    return str(exe)
+
+
 @pytest.fixture(scope="session")
 def solvers(c_solver):
     return {"c": [c_solver], "python": [sys.executable, str(EXAMPLES / "burgers1d.py")]}

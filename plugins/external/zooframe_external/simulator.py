@@ -47,6 +47,12 @@ period otherwise. Its stderr is drained into a buffer whose last lines go into e
 ``ZOOFRAME_WORKDIR`` and ``{workdir}`` name the session directory the request directories are
 made in.
 
+With a ``launch`` section (:mod:`zooframe_external.launch`) each run, and the persistent process,
+is started under an MPI launcher (``mpiexec``, ``srun``, ``flux run``) with ``launch.ranks`` ranks:
+the launcher's argv goes before ``command``, which stays the program. The runs at once times the
+ranks must fit in the slots of the allocation or machine, a config error otherwise. A persistent MPI
+code reads each request on rank 0 and broadcasts it.
+
 Faults are raised as the classes of :mod:`zooframe.faults`: a start failure or a return code
 not allowed (or an ``{"ok": false}`` answer) as :class:`SimulatorCrashed`, a run past
 ``timeout_s`` as :class:`SimulatorTimeout`, a missing or unreadable ``output.npy`` as
@@ -131,7 +137,8 @@ from zooframe.faults import (
     SimulatorTimeout,
 )
 
-from . import reaper
+from . import launch, reaper
+from .launch import LaunchConfig, launcher_argv
 
 FORMAT_VERSION = 1
 STATE, PARAMS, OUTPUT, MANIFEST = "state.npy", "params.npy", "output.npy", "manifest.json"
@@ -172,6 +179,9 @@ class ExternalConfig(PluginConfig):
     keep_workdir: bool = Field(False, description="keep every work directory (default: deleted after each call, "
                                "failed ones included)")
     dtype: Literal["float32", "float64"] = Field("float64", description="dtype of state.npy")
+    launch: LaunchConfig | None = Field(None, description="run each call under an MPI launcher (mpiexec, srun, flux "
+                                        "run) with this many ranks, within the slots of the allocation or machine "
+                                        "(default: the command alone)")
 
     @field_validator("command")
     @classmethod
@@ -242,7 +252,23 @@ def _config_problems(config: ExternalConfig, program: str) -> list[str]:
     if why:
         problems.append(f"simulator.workdir_root: {config.workdir_root} cannot be used: {why}; give a writable "
                         "directory, or leave workdir_root out for a fresh temporary one")
-    return problems
+    return problems + _launch_problems(config, 0)[0]
+
+
+def _launch_problems(config: ExternalConfig, workers: int) -> tuple[list[str], dict]:
+    """What keeps the runs at once from the slots, and the facts a run states (none without ``launch``).
+    ``workers``: the engine's, each with a simulator of its own (0: this one steps alone). The driver's
+    simulator steps between the workers' steps, but its persistent process stays up while they step."""
+    if config.launch is None:
+        return [], {}
+    times = f" x execution.workers {workers}" if workers > 1 else ""
+    if config.mode == "case":
+        runs, what = config.max_processes * max(workers, 1), f"case mode's max_processes {config.max_processes}{times}"
+    elif config.mode == "persistent" and workers:
+        runs, what = workers + 1, f"a persistent process in each of execution.workers {workers} and in the driver"
+    else:
+        runs, what = max(workers, 1), f"1 per simulator in {config.mode} mode{times}"
+    return launch.placement(config.launch, runs, what, {**os.environ, **config.env_vars})
 
 
 def _tail(text: str) -> str:
@@ -513,6 +539,7 @@ class External(Simulator):
     def __init__(self, config: ExternalConfig, device: str | torch.device = "cpu"):
         super().__init__(config, device)
         self.program = _resolve_program(config.command[0])  # seen from where zooframe runs
+        self.launcher = launcher_argv(config.launch) if config.launch is not None else []
         problems = _config_problems(config, self.program)
         if problems:
             raise ZooframeError("; ".join(problems))
@@ -539,6 +566,13 @@ class External(Simulator):
     @property
     def state_spec(self) -> StateSpec:
         return StateSpec(tuple(self.config.channels), tuple(self.config.spatial_shape))
+
+    def run_facts(self, workers: int = 0) -> dict:
+        """With ``launch``: the launcher, ranks, slots (and where they were read) and runs at once."""
+        problems, facts = _launch_problems(self.config, workers)
+        if problems:
+            raise ZooframeError("; ".join(problems))
+        return facts
 
     # --- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -633,7 +667,7 @@ class External(Simulator):
 
     # --- one call: a work directory, a run or a request, the output -----------------------------
     def _argv(self, workdir: Path) -> list[str]:
-        return [self.program, *(a.replace(PLACEHOLDER, str(workdir)) for a in self.config.command[1:])]
+        return [*self.launcher, self.program, *(a.replace(PLACEHOLDER, str(workdir)) for a in self.config.command[1:])]
 
     def _env(self, workdir: Path, marker: str) -> dict[str, str]:
         return {**os.environ, **self.config.env_vars, WORKDIR_ENV: str(workdir), TREE_ENV: marker}
