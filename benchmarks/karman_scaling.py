@@ -26,18 +26,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import time
 import warnings
 from pathlib import Path
 
-import torch
-from common import RESULTS, command, write_results
+from common import RESULTS, write_results
+from karman_rows import PROBE_WINDOWS, aggregate, log_sitting, sittings, train
 
-import zooframe
-from zooframe.core.objective import CorrectionObjective
 from zooframe.runs import figures
-from zooframe.runs.trainer import Trainer, autograd_gradient
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
@@ -65,7 +61,6 @@ METHODS = {
                                  "estimator": {"kind": "subspace", "mu": 0.01, "scheme": "forward"}},
     "fo_sol": {"training": {"mode": "fo"}},
 }
-PROBE_WINDOWS = 2
 
 
 def run_config(size: int, method: str, seed: int, steps: int, base: dict) -> dict:
@@ -79,93 +74,6 @@ def run_config(size: int, method: str, seed: int, steps: int, base: dict) -> dic
     config["training"].update(steps=steps, seed=seed)
     config["name"] = f"{method}_{size}_seed{seed}_{steps}"
     return config
-
-
-def probe(trainer: Trainer, windows) -> float:
-    """Mean cosine of the trainer's gradient (as its step would take it, on its own copies of
-    the estimator's state and random generator) to the FO gradient of the same windows."""
-    exp = trainer.exp
-    theta = exp.flat.get()
-    mask = trainer.plan.mask(trainer.step) if trainer.plan else None
-    cosines = []
-    for window in windows:
-        fo, _ = autograd_gradient(CorrectionObjective(exp.runner, exp.flat, window, "exact"), theta)
-        saved = exp.estimator, trainer.generator
-        exp.estimator, trainer.generator = copy.deepcopy(saved[0]), torch.Generator().manual_seed(7)
-        try:
-            grad = trainer.gradient(window)[0]
-        finally:
-            exp.estimator, trainer.generator = saved
-        fo = fo if mask is None else fo * mask
-        cosines.append(float(torch.nn.functional.cosine_similarity(grad, fo, dim=0)))
-    return statistics.mean(cosines)
-
-
-def train(config: dict, folder: Path, row_file: Path, checkpoints: set[int], budget_s: float | None = None) -> dict:
-    """One run, or the finished one whose row in ``row_file`` has the same config: its row of figures.
-    A run stopped part way resumes from its folder's checkpoint."""
-    if row_file.is_file():
-        row = json.loads(row_file.read_text())
-        if row["config"] == config:
-            return row
-    started = folder / "scaling_config.json"
-    resume = started.is_file() and json.loads(started.read_text()) == config
-    print(f"[{time.strftime('%H:%M:%S')}] {config['name']}{' (resumed)' if resume else ''}", flush=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    started.write_text(json.dumps(config, indent=2) + "\n")
-    probe_file = folder / "probes.json"
-    probes: dict[str, float] = json.loads(probe_file.read_text()) if resume and probe_file.is_file() else {}
-    windows: list = []
-
-    def on_step(metrics: dict, trainer: Trainer) -> None:
-        if metrics["step"] in checkpoints and trainer.exp.config.training.mode in ("zo", "nog"):
-            if not windows:
-                sampler = trainer.exp.sampler(BASE["training"]["unroll"])
-                gen = torch.Generator().manual_seed(1234)
-                windows.extend(sampler.sample(-100 - k, gen) for k in range(PROBE_WINDOWS))
-            probes[str(metrics["step"])] = probe(trainer, windows)
-            probe_file.write_text(json.dumps(probes))
-
-    result = zooframe.run(config, output=folder, on_step=on_step, resume=resume, force=not resume)
-    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    ev = result.summary["evaluation"]
-    per_step = ev["corrected"]["mae_per_step"]
-    row = {"config": config, "parameters": result.summary["parameters"],
-           "active": result.summary.get("sparsity", {}).get("active", result.summary["parameters"]),
-           "mae_100": statistics.mean(per_step[:100]), "mae_400": ev["corrected"]["mae_mean"],
-           "src_mae_100": statistics.mean(ev["src"]["mae_per_step"][:100]), "src_mae_400": ev["src"]["mae_mean"],
-           "queries_per_step": statistics.mean(m["queries"] for m in metrics),
-           "step_s": statistics.median(m["step_s"] for m in metrics),
-           "train_s": sum(m["step_s"] for m in metrics), "steps": len(metrics),
-           "cosine_to_fo": dict(sorted(probes.items(), key=lambda kv: int(kv[0])))}
-    if budget_s is not None:
-        row["budget_s"] = budget_s
-    row_file.parent.mkdir(parents=True, exist_ok=True)
-    row_file.write_text(json.dumps(row, indent=2) + "\n")
-    print(f"    MAE 100 {row['mae_100']:.4g}, 400 {row['mae_400']:.4g}; {row['step_s']:.3f} s/step, "
-          f"{row['queries_per_step']:.0f} queries/step; cosine {row['cosine_to_fo']}", flush=True)
-    return row
-
-
-def aggregate(rows: list[dict]) -> dict:
-    def stat(key):
-        values = [r[key] for r in rows]
-        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-    out = {"seeds": [r["config"]["training"]["seed"] for r in rows], "steps": rows[0]["steps"],
-           "parameters": rows[0]["parameters"], "active": rows[0]["active"]}
-    budgets = [r["budget_s"] for r in rows if "budget_s" in r]  # a block of an earlier results file may have none
-    if budgets:
-        out["budget_s"] = budgets[0]
-    for key in ("mae_100", "mae_400", "queries_per_step", "step_s", "train_s"):
-        out[key], out[f"{key}_std"] = stat(key)
-    out["mae_mean"], out["mae_std"] = out["mae_100"], out["mae_100_std"]  # BENCHMARKS.md's headline figure
-    out["queries"] = out["queries_per_step"] * out["steps"]
-    out["wall_s"] = out["train_s"]
-    cos = [r["cosine_to_fo"] for r in rows if r.get("cosine_to_fo")]
-    if cos:
-        out["cosine_to_fo"] = {k: statistics.mean(c[k] for c in cos if k in c) for k in cos[0]}
-    return out
 
 
 QUICK = copy.deepcopy(BASE)
@@ -196,10 +104,7 @@ def main() -> None:
     start = time.perf_counter()
     if not args.report:
         train_grid(args, base, runs, rows)
-        rows.mkdir(parents=True, exist_ok=True)
-        with open(rows / "sittings.jsonl", "a") as log:
-            log.write(json.dumps({"command": command(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  "wall_s": time.perf_counter() - start}) + "\n")
+        log_sitting(rows, start)
     report(rows, name, base, args.steps)
 
 
@@ -262,7 +167,6 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
             groups.setdefault(f"{method}_{size}", []).append(row)
     earlier = RESULTS / f"{name}.json"
     earlier = json.loads(earlier.read_text()) if earlier.is_file() else {}
-    sittings = list(earlier.get("config", {}).get("runs_trained_by", []))
     held = {key: {row["config"]["training"]["seed"] for row in rows} for key, rows in groups.items()}
     held.update({f"src_{size}": set() for size in src})
     blocks = {}
@@ -304,10 +208,9 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
                 ratios[f"{guided}_queries_over_zo_cge_{size}"] = (m[guided]["queries_per_step"]
                                                                   / m["zo_cge"]["queries_per_step"])
     figs = plot(methods, sizes, name) if figures.available() else []
-    log = rows_dir / "sittings.jsonl"
-    sittings += [s for s in map(json.loads, log.read_text().splitlines() if log.is_file() else []) if s not in sittings]
+    trained_by = sittings(rows_dir, earlier.get("config", {}).get("runs_trained_by", []))
     config = {"base": base, "sizes": {s: SIZES[s] for s in sizes}, "methods": METHODS, "steps": steps,
-              "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": sittings,
+              "probe_windows": PROBE_WINDOWS, "selection": "last step", "runs_trained_by": trained_by,
               "not_run": not_run}  # the grid's (method, size, seed) at `steps` without a row, and their cost
     path = write_results(name, config, methods, ratios, figures=figs)
     print(json.dumps(ratios, indent=2))

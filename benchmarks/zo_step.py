@@ -56,11 +56,11 @@ PROBED = ("zo_central", "zo_forward", "zo_forward_drop")
 PARTS = ("first_solver_step", "surrogates", "ask", "queries", "tell", "optimizer")
 
 
-def config_for(method: str, threads: int) -> dict:
+def config_for(method: str, threads: int, device: str = "cpu") -> dict:
     config = {k: json.loads(json.dumps(v)) for k, v in MAIN.items() if k != "$schema"}
     for section, values in METHODS[method].items():
         config[section] = {**config[section], **values}
-    config["execution"]["threads"] = threads
+    config["execution"].update(threads=threads, device=device)
     config["output"] = {"progress": False}
     return config
 
@@ -100,6 +100,8 @@ def one_step(trainer: Trainer) -> tuple[float, float]:
     trainer.optimizer.step()
     trainer.scheduler.step()
     trainer.step += 1
+    if trainer.exp.device.type == "cuda":  # the step's kernels done, not only queued
+        torch.cuda.synchronize()
     return time.perf_counter() - start, trainer.simulator_seconds - sim
 
 
