@@ -94,7 +94,7 @@ def test_a_few_zo_steps_through_fipy_run_from_the_example_config(example_config,
 
 
 def test_stop_signals_still_stop_a_process_once_fipy_is_loaded_and_stepped(small):
-    """With mpi4py installed, importing FiPy starts MPI, which took SIGHUP from zooframe's handler."""
+    """With mpi4py installed, importing FiPy started MPI, which took SIGHUP from zooframe's handler."""
     script = f"""
 import os, signal, sys, torch, zooframe
 got = []

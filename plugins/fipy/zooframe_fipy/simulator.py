@@ -8,9 +8,7 @@ same FiPy code, from the same initial condition, on a grid ``reference_factor`` 
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -198,23 +196,21 @@ class Spinodal(zooframe.Simulator):
         return torch.as_tensor(np.stack(frames, axis=1)[:, :, None], dtype=torch.float64)
 
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
 def _blocks():
-    """The FiPy part, imported on first use rather than with the plugin: with mpi4py installed,
-    importing FiPy starts MPI, whose C handlers replace the process's for the stop signals (SIGHUP
-    would no longer stop a run). So it is not imported by every zooframe process that merely loads
-    the installed plugins, and where it is, Python's handlers are put back."""
-    if "zooframe_fipy.blocks" in sys.modules:
-        return sys.modules["zooframe_fipy.blocks"]
-    main = threading.current_thread() is threading.main_thread()  # handlers are set in the main thread only
-    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main else {}
-    from . import blocks
+    """The FiPy part, imported on first use, with mpi4py hidden from FiPy. zooframe runs FiPy as a
+    serial solver (the batch is its parallelism), and with mpi4py installed, importing FiPy starts
+    MPI, whose C handlers take the stop signals from Python (SIGHUP then no longer stops a run) and
+    which crashed pytest-xdist's workers. Imported on first use, so that merely loading the installed
+    plugins imports no FiPy at all."""
+    if "zooframe_fipy.blocks" in sys.modules or "mpi4py" in sys.modules:  # MPI's start is not ours to stop
+        from . import blocks
 
-    for s, handler in saved.items():
-        if handler is not None:
-            signal.signal(s, handler)
+        return blocks
+    sys.modules["mpi4py"] = None  # FiPy's `from mpi4py import MPI` is then an ImportError: serial FiPy
+    try:
+        from . import blocks
+    finally:
+        del sys.modules["mpi4py"]
     return blocks
 
 
