@@ -51,7 +51,7 @@ def run_tests() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rs",
                                f"--junit-xml={report}", *TESTS], cwd=REPOSITORY, capture_output=True, text=True)
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n", flush=True)
         out = {"exit_code": done.returncode, "wall_s": time.perf_counter() - start, "paths": TESTS}

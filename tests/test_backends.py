@@ -44,6 +44,9 @@ def test_backends_give_the_local_estimate(backend, workers):
     got, engine = estimate(lambda exp: cls(exp.worker_spec(), workers, chunk_size=16), config)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert engine.queries == len(expected) + 1 and engine.remote_seconds > 0
+    # the workers count the states they step (what training.budget.simulator_calls spends): each query
+    # steps its 2 cases 2 times after the window's first step, which each worker computes once
+    assert engine.queries * 2 * 2 < engine.remote_rows <= engine.queries * 2 * 2 + workers * 2
 
 
 @RAY

@@ -44,13 +44,18 @@ SMOKE = [
     # the full path on the test-sized example (--quick would replace its grid with a larger one)
     pytest.param("karman_accuracy", [], "karman_accuracy", {"karman_zo_sol": KARMAN},
                  marks=[_installed("zooframe_phiflow"), pytest.mark.slow], id="karman_accuracy"),
-    pytest.param("external_overhead", ["--rows", "4", "--repeats", "1", "--resolution", "16"], "external_overhead",
-                 None, marks=[_installed("zooframe_external"), _GCC], id="external_overhead"),
+    pytest.param("external_overhead", ["--rows", "2", "--repeats", "1", "--resolution", "16"], "external_overhead",
+                 None, marks=[_installed("zooframe_external"), _GCC, pytest.mark.slow], id="external_overhead"),
     pytest.param("zo_step", ["--threads", "1", "--repeats", "2", "--warmup", "1", "--windows", "1", "--profile-steps", "1"],
                  "zo_step", {"karman_subspace": KARMAN}, marks=[_installed("zooframe_phiflow"), pytest.mark.slow],
                  id="zo_step"),
     pytest.param("fipy_batching", ["--repeats", "1", "--zo-steps", "2"], "fipy_batching", FIPY_EXAMPLES,
                  marks=[_installed("zooframe_fipy"), pytest.mark.slow], id="fipy_batching"),
+    pytest.param("first_run", ["--task", "heat1d", "--non-steps", "5", "--zo-steps", "2"], "first_run", None,
+                 marks=pytest.mark.slow, id="first_run"),
+    # the tests of device: cuda (skipped without CUDA), the main job and the step times, on the CPU
+    pytest.param("gpu_check", ["--device", "cpu", "--repeats", "2", "--warmup", "1"], "gpu_check",
+                 {"karman_subspace": KARMAN}, marks=[_installed("zooframe_phiflow"), pytest.mark.slow], id="gpu_check"),
 ]
 
 
@@ -131,6 +136,23 @@ def test_materials_nde_writes_one_block_per_task_and_keeps_the_others(tmp_path, 
         assert all((tmp_path / "runs" / "fipy" / method / f"seed{seed}" / "summary.json").is_file() for seed in (0, 1))
 
 
+BURGERS = {"simulator": {"resolution": 16, "reference_factor": 2},
+           "model": {"hidden_channels": 4, "kernel_size": 3, "depth": 0},
+           "training": {"horizon": 10, "unroll": 3}, "evaluation": {"steps": 10}}
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_compare_tasks_writes_a_block_per_task_with_the_ladder_and_its_recommendation(tmp_path, reference_cache):
+    results = _run("compare_tasks", ["--smoke", "--runs", str(tmp_path / "runs")], tmp_path,
+                   {"burgers_zo": BURGERS}, reference_cache)
+    block = json.loads((results / "compare_tasks.json").read_text())["tasks"]["burgers"]
+    _check_block(block, "compare_tasks")
+    assert list(block["methods"]) == ["src", "non", "nog", "zo_sol", "fo_sol"]
+    assert all(row["steps"] == 2 for method, row in block["methods"].items() if method != "src")
+    assert block["recommendation"] and block["config"]["budget"] == "steps=2"
+
+
 def _scaling_row(seed: int, mae: float, steps: int = 1000) -> dict:
     return {"config": {"training": {"seed": seed}}, "parameters": 608, "active": 608, "mae_100": mae,
             "mae_400": 2 * mae, "src_mae_100": 0.04, "src_mae_400": 0.14, "queries_per_step": 0, "step_s": 0.01,
@@ -160,3 +182,42 @@ def test_karman_scaling_report_keeps_every_seed_of_rows_and_earlier_blocks(tmp_p
     assert non["seeds"] == [0, 1, 2] and non["mae_100"] == pytest.approx(0.02) and non["steps"] == 50
     assert methods["nog_608"]["seeds"] == [0, 1, 2] and methods["nog_608"]["mae_100"] == 0.007
     assert methods["fo_sol_608"]["seeds"] == [0, 1] and methods["fo_sol_608"]["mae_100"] == pytest.approx(0.15)
+
+
+def _resnet_row(seed: int, steps: int, mae: float = 0.01, step_s: float = 0.1) -> dict:
+    return {"config": {"training": {"seed": seed}}, "parameters": 47330, "active": 47330, "mae_100": mae,
+            "mae_500": 3 * mae, "src_mae_100": 0.04, "src_mae_500": 0.2, "queries_per_step": 5, "step_s": step_s,
+            "sim_s": step_s / 3, "train_s": step_s * steps, "steps": steps, "cosine_to_fo": {}}
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_karman_resnet_report_prices_what_is_not_run_and_shows_how_far_a_stopped_run_got(tmp_path):
+    rows = tmp_path / "results" / "karman_resnet_rows"
+    for size, label, row in (("book", "zo_sol_seed0", _resnet_row(0, 2000, 0.010, 0.2)),
+                             ("book", "zo_sol_seed1", _resnet_row(1, 2000, 0.012, 0.2)),
+                             ("book", "fo_sol_seed0", _resnet_row(0, 2000, 0.010)),
+                             ("book", "fo_sol_seed0_equal_time", _resnet_row(0, 4000, 0.005)),
+                             ("book", "nog_seed0", _resnet_row(0, 30)),  # another grid's step count
+                             ("paper", "zo_sol_calibration", _resnet_row(0, 5, step_s=3.6))):
+        (rows / size).mkdir(parents=True, exist_ok=True)
+        (rows / size / f"{label}.json").write_text(json.dumps(row))
+    (rows / "step_times.json").write_text(json.dumps({"book": {"date": "d", "non": {"step_s": 0.05, "sim_s": 0.01}}}))
+    stopped = tmp_path / "repository" / "runs" / "karman_resnet" / "paper" / "fo_sol_seed0"
+    stopped.mkdir(parents=True)
+    (stopped / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "step_s": 2.0, "sim_s": 0.5}) + "\n"
+                                                   for s in (1, 2, 3)))
+    results = _run("karman_resnet", ["--report"], tmp_path, {})
+    data = json.loads((results / "karman_resnet.json").read_text())
+    _check_block(data, "karman_resnet")
+    methods, not_run = data["methods"], data["config"]["not_run"]
+    assert methods["zo_sol_book"]["seeds"] == [0, 1] and methods["zo_sol_book"]["mae_500"] == pytest.approx(0.033)
+    assert data["ratios"]["zo_sol_over_fo_sol_100_book"] == pytest.approx(1.1)
+    assert data["ratios"]["fo_sol_equal_time_over_zo_sol_100_book"] == pytest.approx(0.5 / 1.1)
+    assert not_run["zo_sol_book"]["seeds"] == [2] and not_run["nog_book"]["seeds"] == [0, 1, 2]
+    assert not_run["zo_sol_paper"]["hours_per_seed"] == pytest.approx(3.6 * 2000 / 3600)  # from its calibration
+    assert not_run["non_book"]["step_s"] == 0.05  # timed in turns with the others
+    assert not_run["nog_book"]["step_s"] is None  # never timed: no price
+    assert data["interleaved_step_times"]["non_book"] == {"step_s": 0.05, "sim_s": 0.01, "date": "d"}
+    assert data["config"]["in_progress"] == {"fo_sol_paper_seed0": {"steps_reached": 3, "step_s": 2.0, "sim_s": 0.5}}
+

@@ -43,7 +43,7 @@ def with_(**changes):
     (with_(simulator__kind="lbm"), "simulator.kind: unknown simulator kind 'lbm'; known: burgers"),
     (with_(model__hidden_channels="many"), "model.hidden_channels: Input should be a valid integer"),
     (with_(estimator__mu=-0.1), "estimator.mu: Input should be greater than 0 (got -0.1)"),
-    (with_(training__stepz=10), "training.stepz: unknown field; allowed: mode, unroll, steps"),
+    (with_(training__stepz=10), "training.stepz: unknown field; did you mean steps? allowed: mode, unroll, steps"),
     (with_(estimator__q=3), "estimator.q: unknown field; allowed: kind, mu, scheme"),
     (with_(model=...), "model: required field is missing"),
     (with_(estimator=...), "estimator: required when training.mode is 'zo'"),

@@ -8,6 +8,8 @@ import torch
 
 import zooframe
 from zooframe.builtins.simulators.burgers import Burgers, BurgersConfig
+from zooframe.faults import SimulatorNonFinite
+from zooframe.plugins.reference import SimulatorReference
 from zooframe.runs.reference_export import export_reference
 from zooframe.testing import RULES, ConformanceError, check_simulator, checks, parametrize_with_checks
 
@@ -63,7 +65,17 @@ class Broken(OpaqueBurgers):
             return torch.round(state * 100) / 100 + 0 * out
         if self.defect == "numpy":
             return out.detach().numpy()
+        if self.defect == "unguarded" and state.abs().amax() > self.bound:  # a state the code was not written for
+            raise ValueError("math domain error")
+        if self.defect == "guarded" and state.abs().amax() > self.bound:
+            raise SimulatorNonFinite("|u| out of range")
         return out
+
+
+def largest_initial_value(sim) -> float:
+    """Above it: a state off the task's own (Burgers keeps its maximum: the rollouts stay below)."""
+    source = SimulatorReference.of(sim)
+    return 1.001 * float(source.trajectories([c for cases in source.cases().values() for c in cases], 0).abs().max())
 
 
 @pytest.mark.parametrize("defect, rule, fix", [
@@ -74,10 +86,13 @@ class Broken(OpaqueBurgers):
     ("nan", "finite", "stable on the task's own states"),
     ("rounded", "responds", "full precision"),
     ("numpy", "output-shape", "torch.as_tensor"),
+    ("unguarded", "perturbed-states", "the network will feed you states like these; guard them and raise a fault "
+     "class"),
 ])
 def test_each_defect_fails_its_rule_and_says_the_fix(defect, rule, fix):
     sim = burgers(Broken)
     sim.defect = defect
+    sim.bound = largest_initial_value(sim)
     with pytest.raises(ConformanceError) as err:
         check_simulator(sim)
     failed = {f.rule: f for f in err.value.report.failures}
@@ -149,7 +164,7 @@ def test_cli_check_reports_the_rules(tmp_path, capsys):
     config.write_text(json.dumps(SMALL))
     assert main(["check", str(config)]) == 0
     out = capsys.readouterr().out
-    assert "Burgers: 12 passed, 0 failed" in out and "ok    rows-independent" in out
+    assert "Burgers: 13 passed, 0 failed" in out and "ok    rows-independent" in out
 
 
 @parametrize_with_checks(lambda: burgers(OpaqueBurgers), steps=2)
@@ -167,3 +182,32 @@ def test_a_bound_check_fails_skips_and_passes_as_one_rule():
     bound["deterministic"]()  # the same subject: its first step is shared, not taken again
     with pytest.raises(pytest.skip.Exception, match="differentiable is False"):
         bound["differentiable"]()
+
+
+def test_a_code_that_raises_a_fault_class_on_states_it_cannot_take_passes():
+    sim = burgers(Broken)
+    sim.defect, sim.bound = "guarded", largest_initial_value(sim)  # perturbed states are refused, as a fault
+    report = check_simulator(sim, raise_on_failure=False)
+    assert "perturbed-states" in report.passed
+
+
+def test_whatever_a_rule_meets_is_its_failure_and_check_json_always_prints_a_document(tmp_path, capsys):
+    import json
+
+    from zooframe.cli import main
+
+    class Crashy(Broken):
+        @property
+        def differentiable(self):
+            raise RuntimeError("licence server down")
+
+    report = check_simulator(burgers(Crashy), raise_on_failure=False)  # a local class: pickles fails too
+    failed = {f.rule: f.problem for f in report.failures}
+    assert failed["differentiable"] == "checking it raised RuntimeError: licence server down"
+    with pytest.raises(ConformanceError, match=r"\[differentiable\] checking it raised RuntimeError"):
+        check_simulator(burgers(Crashy))
+
+    (tmp_path / "bad.json").write_text(json.dumps({**SMALL, "simulator": {"kind": "burgers", "resolutoin": 16}}))
+    assert main(["check", str(tmp_path / "bad.json"), "--json"]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["passed"] == [] and "simulator.resolutoin" in document["error"]

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 import zooframe.core.flat_params
+from zooframe.builtins.models.resnet import ResNetConfig, ResNetModel
 from zooframe.core.flat_params import FlatParams, runs_grouped
+from zooframe.plugins.model import ModelSpec
 
 
 def conv_stack(dims, padding_mode="zeros", bias=True):
@@ -15,6 +17,12 @@ def conv_stack(dims, padding_mode="zeros", bias=True):
     return nn.Sequential(conv(3, 4, 3, padding=1, padding_mode=padding_mode, bias=bias), nn.GELU(),
                          conv(4, 4, 3, padding=2, dilation=2, padding_mode=padding_mode, bias=bias), nn.Tanh(),
                          conv(4, 2, 3, stride=2, padding=1, padding_mode=padding_mode, bias=bias)).double()
+
+
+def resnet(dims, **config):
+    spec = ModelSpec(3, 2, (9,) * dims)
+    config = {"kind": "resnet", "blocks": 2, "channels": 4, "kernel_size": 3, **config}
+    return ResNetModel(ResNetConfig(**config)).build(spec).double()
 
 
 class Residual(nn.Module):
@@ -40,6 +48,9 @@ def looped(net, thetas, x, batched):
     (conv_stack(2, "reflect", bias=False), True),
     (nn.Sequential(nn.Conv1d(3, 4, 3, groups=1), nn.Conv1d(4, 2, 3, groups=2)).double(), False),
     (nn.Sequential(Residual(), nn.ReLU()).double(), False),
+    (resnet(1, padding="circular"), True),  # residual blocks run grouped too
+    (resnet(2, stem="projection", activate_sum=False, output_kernel_size=1, padding="reflect"), True),
+    (resnet(1, stem="projection", channels=3), True),  # the first block's skip is the shared input itself
 ])
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("block_bytes", [zooframe.core.flat_params.QUERY_BLOCK_BYTES, 1000])
@@ -48,7 +59,7 @@ def test_batched_forward_equals_one_parameter_vector_at_a_time(net, grouped, bat
     torch.manual_seed(0)
     flat = FlatParams(net)
     thetas = flat.get() + 0.1 * torch.randn(5, flat.dim, dtype=torch.float64)
-    spatial = (9,) if isinstance(net[0], (nn.Conv1d, Residual)) else (9, 7)
+    spatial = (9,) if any(isinstance(m, nn.Conv1d) for m in net.modules()) else (9, 7)
     x = torch.randn(*((5,) if batched else ()), 2, 3, *spatial, dtype=torch.float64)
     assert runs_grouped(net) == grouped
     with torch.no_grad():

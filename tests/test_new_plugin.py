@@ -1,6 +1,7 @@
 """`zooframe new-plugin`: the skeleton installs into an environment that has only zooframe, is
 found through its entry point, passes its own test (the conformance kit) and runs from JSON."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,24 @@ def test_a_name_or_a_folder_that_cannot_be_used_is_one_clear_error(tmp_path, cap
     assert not (tmp_path / "new").exists()
 
 
+def test_a_dashed_name_becomes_the_underscored_kind_and_says_so(tmp_path, capsys):
+    assert main(["new-plugin", "my-code", "--output", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the plugin name 'my-code' became 'my_code'")
+    assert f"zooframe run {tmp_path}/p/examples/my_code_pretrain.json && zooframe run {tmp_path}/p/examples/my_code.json" in out
+    example = json.loads((tmp_path / "p" / "examples" / "my_code.json").read_text())
+    assert example["simulator"]["kind"] == "my_code" and (tmp_path / "p" / "zooframe_my_code" / "plugin.py").is_file()
+
+
+def test_a_name_whose_module_is_installed_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "zooframe_heat9").mkdir()
+    (tmp_path / "zooframe_heat9" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["new-plugin", "heat9", "--output", str(tmp_path / "new")]) == 2
+    assert "the module zooframe_heat9 is installed already" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.slow  # a fresh virtual environment: pip installs torch, zooframe and the skeleton
 @pytest.mark.network
 def test_the_skeleton_installs_alone_passes_its_test_and_runs(tmp_path):
@@ -58,8 +77,12 @@ def test_the_skeleton_installs_alone_passes_its_test_and_runs(tmp_path):
     listed = sh(str(env_dir / "bin" / "zooframe"), "plugins")
     assert "heat1d" in listed and "zooframe-heat1d" in listed and "karman" not in listed
     sh(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "zooframe-heat1d"))
-    out = sh(str(env_dir / "bin" / "zooframe"), "run", "examples/heat1d.json", "--quiet",
-             cwd=tmp_path / "zooframe-heat1d")
+    zooframe, root = str(env_dir / "bin" / "zooframe"), tmp_path / "zooframe-heat1d"
+    sh(zooframe, "run", "examples/heat1d_pretrain.json", "--quiet", cwd=root)  # as the guide says, then:
+    example = json.loads((root / "examples" / "heat1d.json").read_text())
+    example["training"]["steps"] = 60  # of 300: the suite's time
+    (root / "short.json").write_text(json.dumps(example))
+    out = sh(zooframe, "run", "short.json", "--quiet", cwd=root)  # its init: runs/heat1d_pretrain
     ratio = float(out.split("ratio ")[1].rstrip(")\n"))
     assert ratio < 0.5, out
 

@@ -73,7 +73,7 @@ def completed(tmp_path_factory):
 def test_a_completed_run_writes_what_the_schemas_say(completed):
     out, document = completed
     summary = read(out / "summary.json")
-    assert summary["status"] == "completed" and summary["format_version"] == 1 and "export" in summary["sparsity"]
+    assert summary["status"] == "completed" and summary["format_version"] == 2 and "export" in summary["sparsity"]
     conforms(summary, "summary.schema.json")
     conforms(document, "cli-run.schema.json")
     assert document == {"run_dir": str(out), **summary}

@@ -173,3 +173,17 @@ def test_evaluate_prints_its_result_where_the_folder_cannot_keep_it_and_says_the
     messages = [str(w.message) for w in warned]
     assert any("did not complete (status 'interrupted', 3 of 6 steps)" in m for m in messages), messages
     assert any(f"not saved: cannot write {out / 'evaluation.json'}: Read-only file system" in m for m in messages)
+
+
+def test_a_signal_after_the_run_completed_leaves_it_completed(tmp_path, monkeypatch):
+    from zooframe.runs.loggers import RunLoggers
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt  # as if it came while the loggers were sent the results
+
+    monkeypatch.setattr(RunLoggers, "completed", ctrl_c)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        zooframe.run(config(steps=2), output=out)
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["status"] == "completed" and "evaluation" in summary

@@ -264,3 +264,47 @@ def test_training_init_starts_from_a_finished_runs_weights_and_normalization(tmp
     also = zooframe.run(small(steps=1, optimizer={"lr": 1e-12}, init=str(tmp_path / "non" / "model.pt")),
                         output=tmp_path / "file", progress=False)  # the weights file itself serves too
     assert also.summary["evaluation"] == fine.summary["evaluation"]
+
+
+def test_a_run_that_ends_worse_than_uncorrected_warns_once_and_names_the_ladder(tmp_path, capsys):
+    from zooframe.cli import _format_warning
+    from zooframe.runs.folder import WorseThanUncorrected
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(small(steps=1, optimizer={"lr": 1.0})))  # a step far too large
+    with pytest.warns(WorseThanUncorrected) as warned:
+        assert main(["run", str(config), "--output", str(tmp_path / "run"), "--quiet"]) == 0
+    ratio = float(capsys.readouterr().out.split("ratio ")[1].rstrip(")\n"))
+    assert ratio > 1 and len(warned) == 1 and f"(ratio {ratio:.3f})" in str(warned[0].message)
+    line = _format_warning(warned[0].message, WorseThanUncorrected, "", 0)
+    assert line.startswith("zooframe: warning: the corrected solver ended worse") and line.count("\n") == 1
+    assert "`zooframe compare CONFIG`" in line
+
+
+def test_a_simulator_failing_in_the_held_out_rollouts_names_the_stage_and_the_cases(tmp_path, monkeypatch):
+    from zooframe.core.objective import COUPLINGS
+    from zooframe.faults import SimulatorCrashed
+
+    def crash(*args, **kwargs):
+        raise SimulatorCrashed("exit code 3: negative pressure")
+
+    monkeypatch.setattr(COUPLINGS["correction"], "held_out", crash)
+    with pytest.raises(zooframe.ZooframeError, match=r"simulator 'burgers' failed in the held-out rollouts \(10 steps "
+                       r"of the 'test' cases test-nu0.03\): SimulatorCrashed: exit code 3: negative pressure"):
+        zooframe.run(small(steps=1), output=tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["failed_in"] == "evaluation"
+
+
+@pytest.mark.parametrize("model", [{"kind": "conv", "kernel_size": 3}, {"kind": "mlp", "hidden": [8]}])
+def test_a_zero_output_layer_starts_from_the_uncorrected_solver_and_still_learns(model):
+    from zooframe.config.registry import resolve
+    from zooframe.plugins.model import ModelSpec
+
+    registry = zooframe.Registry(load_external=False)
+    x = torch.randn(3, 2, 16)
+    for zero in (False, True):
+        net = resolve("model", {**model, "zero_init_output": zero}, registry).build().build(ModelSpec(2, 1, (16,)))
+        out = net(x)
+        assert torch.equal(out, torch.zeros_like(out)) == zero
+    out.sum().backward()  # the zero layer's own weights get a gradient, so training moves it
+    assert net[-1 if model["kind"] == "conv" else -2].weight.grad.abs().sum() > 0

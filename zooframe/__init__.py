@@ -39,6 +39,7 @@ from .plugins import (
                       write_reference_file,
 )
 from .runs import RunResult, evaluate_run, load_run, run
+from .runs.compare import Comparison, compare
 from .runs.evaluation import evaluate
 from .runs.experiment import Experiment
 
@@ -52,6 +53,6 @@ _compat.install()
 __all__ = [
     "Case", "ConfigError", "CoordinateQueries", "DirectionQueries", "Estimator", "Experiment", "ExperimentConfig",
     "ModelConfig", "ModelFactory", "ModelSpec", "PluginConfig", "PluginError", "QuerySet", "ReferenceSource", "Registry",
-    "RunResult", "Simulator", "StateSpec", "StepInputs", "ZooframeError", "evaluate", "evaluate_run",
+    "Comparison", "RunResult", "Simulator", "StateSpec", "StepInputs", "ZooframeError", "compare", "evaluate", "evaluate_run",
     "experiment_model", "get_registry", "hookimpl", "load_config", "load_run", "run", "write_reference_file",
 ]

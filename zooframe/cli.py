@@ -15,7 +15,22 @@ from typing import Any
 from .plugins.errors import ConfigError, ZooframeError
 
 EXIT_USER_ERROR = 2
-CONFIG_HELP = "a JSON config file, or - to read it from standard input"
+CONFIG_HELP = "a config file (JSON, YAML or TOML, by its extension), or - to read it (JSON or YAML) from standard input"
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set PATH=VALUE`` (repeatable) on a command that reads a config; :func:`overrides_of` reads it."""
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="change one field of the config before it is validated, e.g. --set training.steps=200 or "
+                        "--set training.optimizer='{\"name\": \"sgd\", \"lr\": 0.1}' (VALUE is read as JSON, else "
+                        "as a string); repeatable, a later one of the same path wins")
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--set`` overrides of a command's arguments, for ``load_config(..., overrides=)``."""
+    from .config.files import parse_sets
+
+    return parse_sets(getattr(args, "set", None))
 
 
 def positive_int(text: str) -> int:
@@ -66,7 +81,7 @@ def cmd_validate(args) -> int:
 
     label = source_label(args.config)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, overrides=overrides_of(args))
         problems = preflight(config)
         if problems:
             raise ConfigError(problems, label)
@@ -82,27 +97,75 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from .runs.folder import run
+def _held_out_line(ev: dict[str, Any]) -> str:
+    """The headline metric of a held-out evaluation (a summary of format 1 has MAE's alone)."""
+    from .core.metrics import METRICS
+    from .runs.evaluation import headline
 
+    head = headline(ev)
+    return (f"held-out {METRICS[head['metric']].label} over {ev['steps']} steps ({ev['split']}): corrected "
+            f"{head['corrected']:.4g}, uncorrected {head['src']:.4g} (ratio {head['corrected_over_src']:.3f})")
+
+
+def cmd_run(args) -> int:
+    from .runs.folder import log_to_stderr, run
+
+    log_to_stderr()
     result = run(args.config, output=args.output, progress=False if (args.quiet or args.json) else None,
-                 resume=args.resume, force=args.force)
+                 resume=args.resume, force=args.force, overrides=overrides_of(args))
     ev = result.summary["evaluation"]
     done = f"{result.summary['resumed']}\n" if "resumed" in result.summary else ""
+    config = result.experiment.config
     text = (f"{done}run folder: {result.dir}\n"
-            f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
-            f"uncorrected {ev['src']['mae_mean']:.4g} (ratio {ev['corrected_over_src']:.3f})")
+            f"trained ({config.training.mode}) on the loss {result.experiment.loss.describe()}\n{_held_out_line(ev)}")
     _emit({"run_dir": str(result.dir), **result.summary}, args.json, text)
     return 0
+
+
+def budget(text: str):
+    """argparse type of --budget: steps=N, seconds=S or calls=C."""
+    from .runs.compare import Budget
+
+    try:
+        return Budget.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_compare(args) -> int:
+    from .config.sections import load_config
+    from .runs.compare import compare
+
+    config = load_config(args.config, overrides=overrides_of(args))
+    table = compare(config, budget=args.budget, seeds=args.seeds, output=args.output, resume=args.resume,
+                    force=args.force, log=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True))
+    _emit(table.as_dict(), args.json, table.text())
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .runs.sweep import sweep, table
+
+    result = sweep(args.config, args.space, trials=args.trials, jobs=args.jobs, backend=args.backend,
+                   output=args.output, overrides=overrides_of(args), verbose=not (args.quiet or args.json))
+    best = result["best"]
+    if best is None:
+        text = f"{table(result)}\nno trial completed; sweep folder: {result['sweep_dir']}"
+    else:
+        test = best["test"]
+        text = (f"{table(result)}\n{result['objective']}; validation cases: {', '.join(result['validation']['cases'])}"
+                f"\nbest: trial {best['number']}, validation {best['validation']:.4g}, {test['split']} "
+                f"{test['corrected_over_src']:.4g}\nbest config: {Path(result['sweep_dir']) / best['config_file']}"
+                f"\nsweep folder: {result['sweep_dir']}")
+    _emit(result, args.json, text)
+    return 0 if best is not None else 1
 
 
 def cmd_evaluate(args) -> int:
     from .runs.folder import evaluate_run
 
     ev = evaluate_run(args.run_dir, split=args.split, steps=args.steps)
-    text = (f"held-out MAE over {ev['steps']} steps ({ev['split']}): corrected {ev['corrected']['mae_mean']:.4g}, "
-            f"uncorrected {ev['src']['mae_mean']:.4g} (ratio {ev['corrected_over_src']:.3f})")
-    _emit(ev, args.json, text)
+    _emit(ev, args.json, _held_out_line(ev))
     return 0
 
 
@@ -135,13 +198,28 @@ def cmd_check(args) -> int:
     from .plugins.testing import check_simulator
     from .runs.outputs import CHECK_VERSION
 
-    config = load_config(args.config)
-    sim = resolve("simulator", config.simulator).build(device=config.execution.device)
-    try:
-        source = resolve("reference", config.reference).build(sim, device=config.execution.device)
+    sim, kind = None, ""
+    try:  # with --json, a kit that cannot run is a JSON document too
+        config = load_config(args.config)
+        kind = config.simulator.kind
+        try:
+            sim = resolve("simulator", config.simulator).build(device=config.execution.device)
+            source = resolve("reference", config.reference).build(sim, device=config.execution.device)
+        except ZooframeError:
+            raise
+        except Exception as exc:  # the plugin's own error while it is built: name the plugin
+            what = f"reference source {config.reference.kind!r}" if sim is not None else f"simulator {kind!r}"
+            raise ZooframeError(f"the {what} could not be built: {type(exc).__name__}: {exc}") from exc
         report = check_simulator(sim, reference=source, raise_on_failure=False)
+    except ZooframeError as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"format_version": CHECK_VERSION, "simulator": kind, "passed": [], "skipped": {},
+                          "failures": [], "error": str(exc)}, indent=2))
+        return EXIT_USER_ERROR
     finally:
-        sim.close()
+        if sim is not None:
+            sim.close()
     data = {"format_version": CHECK_VERSION, "simulator": report.simulator, "passed": report.passed, "skipped": report.skipped,
             "failures": [vars(f) for f in report.failures]}
     _emit(data, args.json, report.text())
@@ -150,14 +228,19 @@ def cmd_check(args) -> int:
 
 def cmd_new_plugin(args) -> int:
     from .config.registry import get_registry
-    from .plugins.scaffold import new_plugin
+    from .plugins.scaffold import new_plugin, plugin_name
 
     installed = {p.kind: p.provider for p in get_registry().plugins("simulator")}
-    root, written = new_plugin(args.name, args.output, taken=installed)
-    text = "\n".join([f"wrote {p}" for p in written] + [
-        "", f"next: pip install -e \"{root}[test]\" && python -m pytest -q {root} && "
-        f"zooframe run {root}/examples/{args.name}.json"])
-    _emit({"root": str(root), "written": [str(p) for p in written]}, args.json, text)
+    name = plugin_name(args.name, taken=installed)
+    root, written = new_plugin(name, args.output, taken=installed)
+    renamed = [f"the plugin name {args.name!r} became {name!r} (the config kind and module name take _, not -)",
+               ""] if name != args.name else []
+    examples = f"{root}/examples/{name}"
+    text = "\n".join(renamed + [f"wrote {p}" for p in written] + [
+        "", f"next: pip install -e \"{root}[test]\" && python -m pytest -q {root}",
+        f"then: zooframe run {examples}_pretrain.json && zooframe run {examples}.json   (supervised pre-training, "
+        "then the solver in the loop; docs/writing-a-plugin.md)"])
+    _emit({"name": name, "root": str(root), "written": [str(p) for p in written]}, args.json, text)
     return 0
 
 
@@ -181,14 +264,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", cmd_validate, "check a config file and explain every error: its fields, the case sets and "
             "steps its task offers, its run folder")
     p.add_argument("config", help=CONFIG_HELP)
+    add_set_option(p)
     p = add("run", cmd_run, "train and evaluate an experiment")
     p.add_argument("config", help=CONFIG_HELP)
+    add_set_option(p)
     p.add_argument("--output", help="run folder (default: the config's output.dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its checkpoint (a completed run "
                    "is left as it is)")
     p.add_argument("--force", action="store_true", help="replace the run a folder holds (another experiment, or "
                    "this one stopped or completed)")
+    p = add("compare", cmd_compare, "the baseline ladder on a config's task: SRC (no correction), NON, NOG, ZO-SOL "
+            "(the config's estimator) and FO-SOL (differentiable simulators), from the same initial weights under one "
+            "budget; prints their held-out metric, simulator calls and wall time, and which pays off")
+    p.add_argument("config", help=CONFIG_HELP)
+    add_set_option(p)
+    p.add_argument("--budget", type=budget, help="what each method may spend in training: steps=N, seconds=S (wall "
+                   "time) or calls=C (simulator calls; NON then trains NOG's steps) (default: steps=training.steps)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="training seeds per method, from training.seed on; "
+                   "the table gives the spread over them, and a difference within it is a tie (default: 1)")
+    p.add_argument("--output", help="compare folder, one run folder per method and seed (default: the config's "
+                   "output.dir for the name NAME-compare)")
+    p.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    p.add_argument("--resume", action="store_true", help="continue a stopped compare: each run continues from its "
+                   "checkpoint, completed ones are kept")
+    p.add_argument("--force", action="store_true", help="replace the runs of an earlier compare in the folder")
+    p = add("sweep", cmd_sweep, "search a config's settings with Optuna (pip install 'zooframe[sweep]'): trials "
+            "selected on validation cases, the best one evaluated once on the test split; prints the trials, writes "
+            "the best config")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("space", help="the search space: a JSON, YAML or TOML file of config paths and distributions, e.g. "
+                   "training.optimizer.lr: {log_uniform: [1.0e-4, 1.0e-1]}, model.hidden_channels: {choice: [8, 16]} "
+                   "(also uniform: [low, high], int: [low, high])")
+    add_set_option(p)
+    p.add_argument("--trials", type=positive_int, default=20, help="trials in all, those of an earlier run of this "
+                   "sweep included (default: 20)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="trials at a time, each in a process (or Ray task) "
+                   "of its own (default: 1)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local: processes on this machine; "
+                   "ray: tasks on Ray, joining execution.ray.address (every node must see the sweep folder)")
+    p.add_argument("--output", help="sweep folder, continued when it holds this sweep (default: the config's "
+                   "output.dir for the name NAME-sweep)")
+    p.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
     p = add("evaluate", cmd_evaluate, "re-evaluate a finished run on held-out cases")
     p.add_argument("run_dir")
     p.add_argument("--split", help="case set (default: the config's evaluation.split)")
@@ -199,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run the conformance kit (zooframe.testing) on a config's simulator and reference")
     p.add_argument("config", help=CONFIG_HELP)
     p = add("new-plugin", cmd_new_plugin, "write a simulator plugin package to start from (docs/writing-a-plugin.md)")
-    p.add_argument("name", help="the plugin's config kind, e.g. heat1d")
+    p.add_argument("name", help="the plugin's config kind, e.g. heat1d (a - becomes _: my-code is my_code)")
     p.add_argument("--output", help="folder (default: ./zooframe-NAME)")
     p = sub.add_parser("reference", help="reference files (see docs/writing-a-plugin.md)")
     ref = p.add_subparsers(dest="action", required=True)

@@ -7,8 +7,11 @@ from .estimators.cge import CGE
 from .estimators.guided import Guided
 from .estimators.rge import RGE
 from .estimators.subspace import Subspace
+from .loggers.mlflow import MLflow
+from .loggers.tensorboard import TensorBoard
 from .models.conv import ConvModel
 from .models.mlp import MLPModel
+from .models.resnet import ResNetModel
 from .simulators.burgers import Burgers
 
 
@@ -35,3 +38,10 @@ def register_estimators(register):
 def register_models(register):
     register(ConvModel)
     register(MLPModel)
+    register(ResNetModel)
+
+
+@hookimpl
+def register_loggers(register):
+    register(TensorBoard)
+    register(MLflow)

@@ -24,6 +24,7 @@ from ..plugins import hookspecs
 from ..plugins.base import Plugin, PluginConfig, PluginSpec, missing_methods, plugin_kind
 from ..plugins.errors import DuplicateKindError, PluginError
 from ..plugins.estimator import Estimator
+from ..plugins.logger import Logger
 from ..plugins.model import ModelFactory
 from ..plugins.reference import ReferenceSource
 from ..plugins.simulator import Simulator
@@ -33,12 +34,15 @@ DISABLE_ENV = "ZOOFRAME_DISABLE_EXTERNAL_PLUGINS"
 BUILTIN_PROVIDER = "zooframe"
 
 CATEGORIES = {"simulator": "register_simulators", "reference": "register_references",
-              "estimator": "register_estimators", "model": "register_models"}
+              "estimator": "register_estimators", "model": "register_models", "logger": "register_loggers"}
+# where each kind's config sits in an experiment config; "*" is any item of a list
+SECTIONS = {"simulator": ("simulator",), "reference": ("reference",), "estimator": ("estimator",),
+            "model": ("model",), "logger": ("output", "loggers", "*")}
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    category: str  # simulator | reference | estimator | model
+    category: str  # simulator | reference | estimator | model | logger
     kind: str
     cls: type
     provider: str  # the distribution (or plugin name) that registered it
@@ -150,10 +154,56 @@ class Registry:
         """Instantiate the ``category`` plugin that ``config`` (its config model) names."""
         return self.get(category, config.kind).cls(config, **kwargs)
 
+    # --- in another process -------------------------------------------------------------------
+    def portable(self) -> tuple[PluginInfo, ...]:
+        """The plugins beyond the built-ins, picklable (their classes travel by reference): what a
+        worker process rebuilds this registry from with :meth:`of`, never consulting its own."""
+        return tuple(p for p in self.plugins() if p.provider != BUILTIN_PROVIDER)
+
+    @classmethod
+    def of(cls, plugins: tuple[PluginInfo, ...]) -> Registry:
+        """The built-ins and ``plugins`` (from :meth:`portable`), with no entry points loaded."""
+        providers: dict[str, list[PluginInfo]] = {}
+        for info in plugins:
+            providers.setdefault(info.provider, []).append(info)
+        return cls(load_external=False, plugins={name: _Classes(tuple(infos)) for name, infos in providers.items()})
+
+
+class _Classes:
+    """A plugin that registers classes given to it: a registry rebuilt by :meth:`Registry.of`."""
+
+    def __init__(self, infos: tuple[PluginInfo, ...]):
+        self.infos = infos
+
+    def _register(self, category: str, register) -> None:
+        for info in self.infos:
+            if info.category == category:
+                register(info.cls)
+
+    @hookspecs.hookimpl
+    def register_simulators(self, register) -> None:
+        self._register("simulator", register)
+
+    @hookspecs.hookimpl
+    def register_references(self, register) -> None:
+        self._register("reference", register)
+
+    @hookspecs.hookimpl
+    def register_estimators(self, register) -> None:
+        self._register("estimator", register)
+
+    @hookspecs.hookimpl
+    def register_models(self, register) -> None:
+        self._register("model", register)
+
+    @hookspecs.hookimpl
+    def register_loggers(self, register) -> None:
+        self._register("logger", register)
+
 
 def base_class(category: str) -> type[Plugin]:
     return {"simulator": Simulator, "reference": ReferenceSource, "estimator": Estimator,
-            "model": ModelFactory}[category]
+            "model": ModelFactory, "logger": Logger}[category]
 
 
 def _checked(cls: Any, category: str, provider: str) -> PluginInfo:

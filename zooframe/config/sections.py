@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -18,10 +18,21 @@ from pydantic import (
     model_validator,
 )
 
+from ..core.losses import LOSSES
+from ..core.metrics import METRICS
 from ..core.objective import COUPLINGS
 from ..plugins.errors import ConfigError
 from ..plugins.faults import FAULT_CLASSES
-from .registry import CATEGORIES, Registry, get_registry
+from .files import (  # noqa: F401 (STDIN: re-exported)
+    FORMATS,
+    STDIN,
+    apply_overrides,
+    blame,
+    read_data,
+    source_label,
+    with_lines,
+)
+from .registry import SECTIONS, Registry, get_registry
 
 
 class Section(BaseModel):
@@ -40,6 +51,16 @@ class ScheduleConfig(Section):
     step_size: int = Field(100, ge=1, description="step: optimizer steps between decays")
     gamma: float = Field(0.5, gt=0, le=1, description="step: decay factor")
     min_lr: float = Field(0.0, ge=0, description="cosine: final learning rate")
+
+
+class BudgetConfig(Section):
+    """Stops training before ``training.steps`` when one of its limits is reached (after the step that
+    reaches it); a resumed run counts what it used before it stopped."""
+
+    seconds: float | None = Field(None, gt=0, description="wall seconds of training (the optimizer steps, not the "
+                                  "normalization pass or the evaluation)")
+    simulator_calls: int | None = Field(None, ge=1, description="simulator calls, one per state a step of the "
+                                        "code advances (a batch of 8 states is 8), the normalization pass included")
 
 
 class TrainingConfig(Section):
@@ -62,6 +83,11 @@ class TrainingConfig(Section):
     solver_jacobian: Literal["identity", "drop"] = Field(
         "identity", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
         "solver's Jacobian taken as the identity (straight through) or as zero (drop: stop-gradient)")
+    budget: BudgetConfig = Field(BudgetConfig(), description="stop before training.steps after this much wall "
+                                 "time or this many simulator calls (zooframe compare sets it)")
+    validation_cases: list[str] = Field(
+        default_factory=list, description="training cases (by name) held out of training as the case set "
+        "'validation', to evaluate on with evaluation.split 'validation' (what `zooframe sweep` selects trials on)")
 
     @model_validator(mode="after")
     def _window_fits(self):
@@ -70,16 +96,47 @@ class TrainingConfig(Section):
         return self
 
 
+class LossConfig(Section):
+    name: Literal[tuple(LOSSES)] = Field(
+        "mse", description="what training minimises: " + "; ".join(f"{n}: {d}" for n, d in LOSSES.items()))
+    delta: float = Field(1.0, gt=0, description="huber: where the loss turns from squared to absolute, in the "
+                         "state's units")
+    channel_weights: dict[str, float] = Field(
+        default_factory=dict, description="a factor per channel (named as the simulator's state spec names them) "
+                        "that multiplies its errors; channels left out weigh 1")
+
+    @field_validator("channel_weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        negative = [name for name, w in v.items() if not w >= 0]
+        if negative:
+            raise ValueError(f"a channel's weight is 0 or more (got {', '.join(f'{n}: {v[n]}' for n in negative)})")
+        return v
+
+
 class ObjectiveConfig(Section):
     coupling: Literal[tuple(COUPLINGS)] = Field(
         "correction", description="; ".join(f"{name}: {c.summary}" for name, c in COUPLINGS.items()))
     simulator_steps: int = Field(1, ge=1, description="model_then_simulator: code steps k from the network's "
                                  "prediction to the observation (training.unroll is not used)")
+    loss: LossConfig = Field(LossConfig(), description="the training loss, in every training mode")
 
 
 class EvaluationConfig(Section):
     steps: int = Field(100, ge=1, description="rollout length on the held-out cases")
     split: str = Field("test", description="the reference source's case set to evaluate on")
+    metrics: list[Literal[tuple(METRICS)]] = Field(
+        default_factory=lambda: ["mae"], min_length=1, description="the errors reported against the reference, "
+        "each per case, per step and per channel; the first is the headline (printed, drawn, and the ratio "
+        "corrected_over_src): " + "; ".join(f"{n}: {m.description}" for n, m in METRICS.items()))
+
+    @field_validator("metrics")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        repeated = sorted({m for m in v if v.count(m) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once; name each metric once")
+        return v
 
 
 class SparsityConfig(Section):
@@ -249,52 +306,42 @@ def experiment_model(registry: Registry | None = None) -> type[ExperimentBase]:
         fields["reference"] = (plugin_union(registry, "reference"), Field(
             default_factory=lambda: source(kind="simulator"), description="where the cases and reference "
             "trajectories come from (default: the simulator's own high-fidelity mode)"))
+        loggers = list[plugin_union(registry, "logger")]
+        output = create_model("OutputConfig", __base__=OutputConfig, loggers=(loggers, Field(
+            default_factory=list, description="where the run reports besides its folder (metrics.jsonl is written "
+            "either way), e.g. [{\"kind\": \"tensorboard\"}, {\"kind\": \"mlflow\"}]; a logger that fails is "
+            "reported once and dropped")))
+        fields["output"] = (output, Field(default_factory=output))
         cached = create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
         registry._experiment_model = cached
     return cached
 
 
-STDIN = "-"  # as a config's path: read the config from standard input
+def load_config(source: str | Path | dict, registry: Registry | None = None,
+                overrides: Mapping[str, Any] | None = None) -> ExperimentBase:
+    """Validate a config given as a dict, a JSON, YAML or TOML file path (by its extension), or
+    ``"-"`` for JSON or YAML on standard input (relative paths inside a config are taken from the
+    working directory either way); raises :class:`ConfigError`.
 
-
-def source_label(source: str | Path | dict) -> str | None:
-    """How errors name where a config came from: its path, ``<stdin>``, or None for a dict."""
-    if isinstance(source, dict):
-        return None
-    return "<stdin>" if source == STDIN else str(source)
-
-
-def _read_text(source: str | Path) -> str:
-    return sys.stdin.read() if source == STDIN else Path(source).read_text()
-
-
-def load_config(source: str | Path | dict, registry: Registry | None = None) -> ExperimentBase:
-    """Validate a config given as a dict, a JSON file path, or ``"-"`` for JSON on standard input
-    (relative paths inside a config are taken from the working directory either way); raises
-    :class:`ConfigError`."""
+    ``overrides`` maps dotted paths to values set before validation, as ``zooframe run --set``
+    does: ``{"training.steps": 200, "training.optimizer": {"name": "sgd", "lr": 0.1}}``; a
+    problem one of them causes names it."""
     registry = registry or get_registry()
     if not isinstance(source, (dict, str, Path)):
-        raise ConfigError([f"a config is a JSON object (a dict) or the path of a JSON file, not a {type(source).__name__}"])
+        raise ConfigError([f"a config is a JSON object (a dict) or the path of a {FORMATS} file, not a "
+                           f"{type(source).__name__}"])
     label = source_label(source)
-    if not isinstance(source, dict):
+    data = source if isinstance(source, dict) else read_data(source)
+    overrides = dict(overrides or {})
+    if overrides:
         try:
-            source = json.loads(_read_text(source))
-        except FileNotFoundError:
-            raise ConfigError([f"file not found: {label}"], label) from None
-        except UnicodeDecodeError:
-            raise ConfigError(["not a text file: a config is JSON in UTF-8"], label) from None
-        except OSError as exc:
-            raise ConfigError([f"cannot read {label}: {exc.strerror}"], label) from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError([f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"], label) from None
-        except RecursionError:
-            raise ConfigError(["not a config: JSON nested deeper than Python's parser can follow"], label) from None
-        if not isinstance(source, dict):
-            raise ConfigError(["the top level must be a JSON object"], label)
+            data = apply_overrides(data, overrides)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, label) from None
     try:
-        return experiment_model(registry).model_validate(source)
+        return experiment_model(registry).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(explain(exc, source, registry), label) from None
+        raise ConfigError(with_lines(blame(explain(exc, data, registry), overrides), source), label) from None
 
 
 MAX_PROBLEMS = 20
@@ -308,18 +355,19 @@ def explain(exc: ValidationError, data: Any, registry: Registry) -> list[str]:
     for err in errors[:MAX_PROBLEMS]:
         path = _path(err["loc"], data)
         where = ".".join(map(str, path)) or "(top level)"
-        category = path[0] if path and path[0] in CATEGORIES else None
+        category, section = _plugin_section(path) or (None, [])
         kind = err["type"]
         if category and (kind in ("union_tag_invalid", "union_tag_not_found")
                          or (kind == "literal_error" and path[-1] == "kind")):
             known = ", ".join(registry.kinds(category))
-            got = _lookup(data, [category, "kind"])
+            got = _lookup(data, [*section, "kind"])
+            at = ".".join(map(str, section))
             if got is None:
-                lines.append(f"{category}.kind: missing; known {category} kinds: {known}")
+                lines.append(f"{at}.kind: missing; known {category} kinds: {known}")
             else:
-                lines.append(f"{category}.kind: unknown {category} kind {got!r}; known: {known}")
+                lines.append(f"{at}.kind: unknown {category} kind {got!r}; known: {known}")
         elif kind == "extra_forbidden":
-            lines.append(f"{where}: unknown field{_allowed(path[:-1], data, registry)}")
+            lines.append(f"{where}: unknown field{_allowed(path[:-1], data, registry, str(path[-1]))}")
         elif kind == "missing":
             lines.append(f"{where}: required field is missing")
         elif kind == "value_error":  # our own validators name the value (and, across sections, the field)
@@ -356,21 +404,34 @@ def _path(loc: tuple, data: Any) -> list:
     return path
 
 
-def _allowed(path: list, data: Any, registry: Registry) -> str:
-    """The fields allowed at ``path``, when the model there can be told."""
+def _plugin_section(path: list) -> tuple[str, list] | None:
+    """The plugin category of the section at or above ``path``, and that section's path."""
+    for category, where in SECTIONS.items():
+        if len(path) >= len(where) and all(w in ("*", p) for w, p in zip(where, path)):
+            return category, path[:len(where)]
+    return None
+
+
+def _allowed(path: list, data: Any, registry: Registry, unknown: str = "") -> str:
+    """The fields allowed at ``path``, when the model there can be told, the nearest to ``unknown`` first."""
     model: Any = experiment_model(registry)
-    for i, part in enumerate(path):
+    category, section = _plugin_section(path) or (None, [])
+    if category:  # a union of plugin configs: the one its kind names
+        try:
+            model = registry.get(category, _lookup(data, [*section, "kind"])).config_cls
+        except Exception:
+            return ""
+    for part in path[len(section):]:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return ""
         model = field.annotation
-        if i == 0 and part in CATEGORIES:
-            try:
-                model = registry.get(part, _lookup(data, [part, "kind"])).config_cls
-            except Exception:
-                return ""
     fields = getattr(model, "model_fields", None)
-    return "; allowed: " + ", ".join(f.alias or n for n, f in fields.items()) if fields else ""
+    if not fields:
+        return ""
+    names = [f.alias or n for n, f in fields.items()]
+    near = difflib.get_close_matches(unknown, names, n=2, cutoff=0.6)
+    return (f"; did you mean {' or '.join(near)}? allowed: " if near else "; allowed: ") + ", ".join(names)
 
 
 def category_schema(registry: Registry, category: str) -> dict[str, Any]:

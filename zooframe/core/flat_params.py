@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ..plugins.model import Residual
+
 _CONVOLUTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 QUERY_BLOCK_BYTES = 4 * 2 ** 20  # the widest activation of one block of queries in a grouped forward pass
 _POINTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Identity)
@@ -19,7 +21,7 @@ class FlatParams:
 
     :meth:`batched_forward` evaluates the module for Q parameter vectors in one vectorized call:
     each vector's parameters are views into ``thetas`` ``[Q, d]`` (no copies). A stack of
-    convolutions and pointwise activations runs as grouped convolutions over ``Q x C`` channels
+    convolutions, pointwise activations and residual blocks runs as grouped convolutions over ``Q x C`` channels
     (:func:`runs_grouped`); any other module through ``torch.func.vmap`` over ``functional_call``.
     """
 
@@ -96,9 +98,20 @@ def _queries_next_to_channels(x: torch.Tensor) -> torch.Tensor:
 
 def runs_grouped(module: nn.Module) -> bool:
     """Whether :meth:`FlatParams.batched_forward` runs ``module`` as grouped convolutions: an
-    ``nn.Sequential`` of ungrouped convolutions and pointwise activations."""
-    return (isinstance(module, nn.Sequential) and any(type(m) in _CONVOLUTIONS for m in module)
-            and all((type(m) in _CONVOLUTIONS and m.groups == 1) or isinstance(m, _POINTWISE) for m in module))
+    ``nn.Sequential`` of ungrouped convolutions, pointwise activations and
+    :class:`~zooframe.plugins.model.Residual` blocks made of the same."""
+    return (isinstance(module, nn.Sequential) and any(type(m) in _CONVOLUTIONS for m in module.modules())
+            and _groupable(module))
+
+
+def _groupable(m: nn.Module) -> bool:
+    if type(m) in _CONVOLUTIONS:
+        return m.groups == 1
+    if isinstance(m, nn.Sequential):
+        return all(_groupable(child) for child in m)
+    if isinstance(m, Residual):
+        return all(part is None or _groupable(part) for part in (m.body, m.skip, m.act))
+    return isinstance(m, _POINTWISE)
 
 
 def _grouped_forward(module: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -109,7 +122,7 @@ def _grouped_forward(module: nn.Sequential, params: dict[str, torch.Tensor], x: 
     params = {name: p.contiguous() for name, p in params.items()}  # so that each block's weights are views
     q = next(iter(params.values())).shape[0]
     one = x[0] if batched else x  # [N, C, *S]
-    widest = max(max(m.in_channels, m.out_channels) for m in module if type(m) in _CONVOLUTIONS)
+    widest = max(max(m.in_channels, m.out_channels) for m in module.modules() if type(m) in _CONVOLUTIONS)
     block = max(1, QUERY_BLOCK_BYTES // (one[:, 0].numel() * widest * x.element_size()))
     if block >= q:
         return _grouped_block(module, params, x, batched)
@@ -129,16 +142,33 @@ def _grouped_block(module: nn.Sequential, params: dict[str, torch.Tensor], x: to
         h = x.permute(1, *range(3, x.ndim), 0, 2).flatten(-2).movedim(-1, 1)
     else:
         h = x.movedim(1, -1).contiguous().movedim(-1, 1)
-    shared = not batched
-    for name, m in module.named_children():
-        if type(m) not in _CONVOLUTIONS:
-            h = m(h)
-            continue
-        weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+    h, _ = _grouped_apply(module, "", params, h, not batched, q)
+    return h.unflatten(1, (q, -1)).transpose(0, 1)
+
+
+def _grouped_apply(m: nn.Module, prefix: str, params: dict[str, torch.Tensor], h: torch.Tensor, shared: bool,
+                   q: int) -> tuple[torch.Tensor, bool]:
+    """``m`` (named ``prefix`` in ``params``) applied to ``h``: ``[N, Q * C, *S]``, or ``[N, C, *S]``
+    when ``shared`` (one input for every query). Returns the output and whether it is still shared."""
+    if type(m) in _CONVOLUTIONS:
+        weight, bias = params[f"{prefix}weight"], params.get(f"{prefix}bias")
         padding = m.padding
         if m.padding_mode != "zeros":
             h, padding = F.pad(h, m._reversed_padding_repeated_twice, mode=m.padding_mode), 0
-        h = _CONVOLUTIONS[type(m)](h, weight.flatten(0, 1), None if bias is None else bias.flatten(),
-                                   m.stride, padding, m.dilation, 1 if shared else q)
-        shared = False
-    return h.unflatten(1, (q, -1)).transpose(0, 1)
+        return _CONVOLUTIONS[type(m)](h, weight.flatten(0, 1), None if bias is None else bias.flatten(),
+                                      m.stride, padding, m.dilation, 1 if shared else q), False
+    if isinstance(m, nn.Sequential):
+        for name, child in m.named_children():
+            h, shared = _grouped_apply(child, f"{prefix}{name}.", params, h, shared, q)
+        return h, shared
+    if isinstance(m, Residual):
+        out, out_shared = _grouped_apply(m.body, f"{prefix}body.", params, h, shared, q)
+        skip, skip_shared = (h, shared) if m.skip is None else _grouped_apply(m.skip, f"{prefix}skip.", params, h,
+                                                                              shared, q)
+        if out_shared == skip_shared:
+            out = out + skip
+        else:  # one side is still the shared input: broadcast it over the queries
+            one, per_query = (out, skip) if out_shared else (skip, out)
+            out = (per_query.unflatten(1, (q, -1)) + one.unsqueeze(1)).flatten(1, 2)
+        return (out if m.act is None else m.act(out)), out_shared and skip_shared
+    return m(h), shared

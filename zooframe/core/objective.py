@@ -21,6 +21,7 @@ import torch
 from ..plugins.faults import SimulatorShapeError
 from ..plugins.simulator import Case, Simulator
 from .flat_params import FlatParams
+from .losses import MSE, Loss
 
 
 class SimulatorRunner:
@@ -52,10 +53,6 @@ class SimulatorRunner:
 SolverJacobian = Literal["exact", "drop", "identity"]
 
 
-def _per_query_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (pred - target).pow(2).flatten(1).mean(dim=1)
-
-
 class Recipe:
     """What a worker needs to rebuild an objective on its own simulator and network: see
     :meth:`build`. ``token`` is the same for every chunk of one objective, so that a worker
@@ -83,17 +80,18 @@ class Window:
 
 
 class Coupling:
-    """What every coupling shares: the window, the network's corrections for Q parameter vectors
-    at once, and the solver call under autograd (see ``solver_jacobian`` below). ``config`` in the
-    class methods is the experiment config; only the coupling's own fields are read."""
+    """What every coupling shares: the window, the loss (:mod:`zooframe.core.losses`), the
+    network's corrections for Q parameter vectors at once, and the solver call under autograd (see
+    ``solver_jacobian`` below). ``config`` in the class methods is the experiment config; only the
+    coupling's own fields are read."""
 
     name: ClassVar[str]
     summary: ClassVar[str]  # what the config's field description says of it
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
-                 solver_jacobian: SolverJacobian = "exact"):
+                 solver_jacobian: SolverJacobian = "exact", loss: Loss = MSE):
         self.runner, self.flat, self.window = runner, flat, window
-        self.solver_jacobian = solver_jacobian
+        self.solver_jacobian, self.loss = solver_jacobian, loss
         self.token = uuid.uuid4().hex  # lets remote workers rebuild this objective once per step
 
     @classmethod
@@ -103,9 +101,9 @@ class Coupling:
 
     @classmethod
     def for_window(cls, runner: SimulatorRunner, flat: FlatParams, window: Window, solver_jacobian: SolverJacobian,
-                   config) -> Coupling:
+                   config, loss: Loss = MSE) -> Coupling:
         """The training objective of one window."""
-        return cls(runner, flat, window, solver_jacobian)
+        return cls(runner, flat, window, solver_jacobian, loss)
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
@@ -127,7 +125,7 @@ class Coupling:
 
     def options(self) -> dict:
         """Constructor arguments beyond the window that change the loss (a worker needs them)."""
-        return {}
+        return {"loss": self.loss}
 
     def portable(self) -> WindowRecipe:
         return WindowRecipe(self.token, type(self), self.window, _buffers(self.flat), self.options())
@@ -168,7 +166,8 @@ class Coupling:
 
 class CorrectionObjective(Coupling):
     """Solver-in-the-loop: ``s[t+1] = P(s[t]) + model(P(s[t]))`` for m steps from each window's
-    start, loss = mean squared error against the reference frames, averaged over the m steps.
+    start, loss (``loss``, mean squared error by default) against the reference frames, averaged
+    over the m steps.
 
     ``P(s[0])`` does not depend on the parameters: it is computed once and shared by every query.
     With m = 1 no gradient passes through the simulator (the NON baseline).
@@ -185,8 +184,8 @@ class CorrectionObjective(Coupling):
     summary = "s[t+1] = P(s[t]) + model(P(s[t])), unrolled against the reference (solver-in-the-loop)"
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
-                 solver_jacobian: SolverJacobian = "exact"):
-        super().__init__(runner, flat, window, solver_jacobian)
+                 solver_jacobian: SolverJacobian = "exact", loss: Loss = MSE):
+        super().__init__(runner, flat, window, solver_jacobian, loss)
         self.first = runner(window.start, window.cases, window.seed)
 
     @classmethod
@@ -237,14 +236,14 @@ class CorrectionObjective(Coupling):
             return copies[t:] if identity else copies[t:t + 1]
 
         s = self.first + self._corrections(rows(0), self.first)
-        terms = [_per_query_mse(s[:1], w.targets[:, 0])]
+        terms = [self.loss(s[:1], w.targets[:, 0])]
         for t in range(1, steps):
             with torch.no_grad():
                 p = self.runner(s[-1].detach(), w.cases, w.seed + t)
             if identity:  # P(s) = s for the backward pass; copy t - 1 is done
                 p = s[1:] + (p - s[-1]).detach()
             s = p + self._corrections(rows(t), p)
-            terms.append(_per_query_mse(s[:1], w.targets[:, t]))
+            terms.append(self.loss(s[:1], w.targets[:, t]))
         terms = torch.cat(terms)
         (grads,) = torch.autograd.grad(terms.sum(), copies)
         return grads, terms.detach()
@@ -253,25 +252,25 @@ class CorrectionObjective(Coupling):
         w = self.window
         q, b, steps = thetas.shape[0], len(w.cases), w.targets.shape[1]
         s = self.first + self._corrections(thetas, self.first)
-        losses = [_per_query_mse(s, w.targets[:, 0])]
+        losses = [self.loss(s, w.targets[:, 0])]
         for t in range(1, steps):
             p = self._solve(s.reshape(q * b, *s.shape[2:]), w.cases * q, w.seed + t).view_as(s)
             s = p + self._corrections(thetas, p)
-            losses.append(_per_query_mse(s, w.targets[:, t]))
+            losses.append(self.loss(s, w.targets[:, t]))
         return losses
 
 
 class ModelThenSimulatorObjective(Coupling):
     """``y = P^k(u)`` with ``u = x + model(x)``: the network turns an observation ``x`` (each
     window's last frame, k reference steps after its start) into the input of the black-box code,
-    which should reproduce the observation in k steps; loss = mean squared error of ``y`` against
-    ``x``. This trains a network that predicts a code's inputs (the initial state behind an
-    observation; in materials, the processing behind a target microstructure).
+    which should reproduce the observation in k steps; loss (``loss``) of ``y`` against ``x``.
+    This trains a network that predicts a code's inputs (the initial state behind an observation;
+    in materials, the processing behind a target microstructure).
 
-    With ``supervised`` (the NON baseline) the code is not called: loss = mean squared error of
-    ``u`` against the window's start, the input that did produce the observation. Under autograd
-    the Jacobian of the code is as ``solver_jacobian`` says (``drop`` leaves no gradient: the
-    network reaches the loss only through the code).
+    With ``supervised`` (the NON baseline) the code is not called: loss of ``u`` against the
+    window's start, the input that did produce the observation. Under autograd the Jacobian of
+    the code is as ``solver_jacobian`` says (``drop`` leaves no gradient: the network reaches the
+    loss only through the code).
     """
 
     name = "model_then_simulator"
@@ -279,8 +278,8 @@ class ModelThenSimulatorObjective(Coupling):
                "observation x (inverse problems)")
 
     def __init__(self, runner: SimulatorRunner, flat: FlatParams, window: Window,
-                 solver_jacobian: SolverJacobian = "exact", supervised: bool = False):
-        super().__init__(runner, flat, window, solver_jacobian)
+                 solver_jacobian: SolverJacobian = "exact", loss: Loss = MSE, supervised: bool = False):
+        super().__init__(runner, flat, window, solver_jacobian, loss)
         self.supervised = supervised
 
     @classmethod
@@ -289,8 +288,8 @@ class ModelThenSimulatorObjective(Coupling):
         return config.objective.simulator_steps
 
     @classmethod
-    def for_window(cls, runner, flat, window, solver_jacobian, config):
-        return cls(runner, flat, window, solver_jacobian, supervised=config.training.mode == "non")
+    def for_window(cls, runner, flat, window, solver_jacobian, config, loss=MSE):
+        return cls(runner, flat, window, solver_jacobian, loss, supervised=config.training.mode == "non")
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
@@ -331,7 +330,7 @@ class ModelThenSimulatorObjective(Coupling):
         return with_start(reference[:, k:]), with_start(code(x)), with_start(code(u)), extra
 
     def options(self) -> dict:
-        return {"supervised": self.supervised}
+        return {**super().options(), "supervised": self.supervised}
 
     @staticmethod
     def statistics(reference: torch.Tensor, cases: list[Case], runner: SimulatorRunner, steps: int):
@@ -344,11 +343,11 @@ class ModelThenSimulatorObjective(Coupling):
         q, b, x = thetas.shape[0], len(w.cases), w.targets[:, -1]
         u = x + self._corrections(thetas, x)  # [Q, B, C, *S]
         if self.supervised:
-            return _per_query_mse(u, w.start)
+            return self.loss(u, w.start)
         y = u.reshape(q * b, *u.shape[2:])
         for t in range(w.targets.shape[1]):
             y = self._solve(y, w.cases * q, w.seed + t)
-        return _per_query_mse(y.view_as(u), x)
+        return self.loss(y.view_as(u), x)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,15 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 class Engine:
-    """Evaluates query sets; ``queries`` counts the rows it evaluated, ``remote_seconds`` the
-    simulator time spent in workers (the local runner counts its own), ``lost`` the workers that
-    died or hung and ``restarts`` those it replaced."""
+    """Evaluates query sets; ``queries`` counts the rows it evaluated, ``remote_seconds`` and
+    ``remote_rows`` the simulator time spent and the states stepped in workers (the local runner
+    counts its own), ``lost`` the workers that died or hung and ``restarts`` those it replaced."""
 
     def __init__(self, chunk_size: int):
         self.chunk_size = chunk_size
         self.queries = 0
         self.remote_seconds = 0.0
+        self.remote_rows = 0
         self.restarts = 0
         self.lost = 0  # workers lost, the last one too when it ended the run
 
@@ -119,10 +120,11 @@ class RemoteEngine(Engine):
                  for a, b in spread(len(queries), self.workers, self.chunk_size)]
         results = self._gather(tasks)
         self.queries += len(queries)
-        self.remote_seconds += sum(seconds for _, seconds in results)
-        return Evaluated.cat([evaluated for evaluated, _ in results])
+        self.remote_seconds += sum(seconds for _, seconds, _ in results)
+        self.remote_rows += sum(rows for _, _, rows in results)
+        return Evaluated.cat([evaluated for evaluated, _, _ in results])
 
-    def _gather(self, tasks: list[tuple]) -> list[tuple[Evaluated, float]]:
+    def _gather(self, tasks: list[tuple]) -> list[tuple[Evaluated, float, int]]:
         while True:
             try:
                 return self._map(tasks)
@@ -137,7 +139,7 @@ class RemoteEngine(Engine):
                 self.restarts += 1
                 self._restart()
 
-    def _map(self, tasks: list[tuple]) -> list[tuple[Evaluated, float]]:
+    def _map(self, tasks: list[tuple]) -> list[tuple[Evaluated, float, int]]:
         """The tasks' results in order; :class:`WorkerLost` when a worker died or, after
         ``timeout_s``, some results are still missing. A simulator's faults come back in the results."""
         raise NotImplementedError

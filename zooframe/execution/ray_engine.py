@@ -2,13 +2,15 @@
 
 Without an address a local Ray instance is started (``address="local"``, the configured CPUs, no
 dashboard) and shut down at the end; with ``auto`` or an address the engine joins a cluster
-started with ``ray start`` and leaves it running.
+started with ``ray start`` (:mod:`zooframe.execution.ray_cluster`: one clear error when it cannot)
+and leaves it running.
 """
 
 from __future__ import annotations
 
-from ..plugins.errors import ZooframeError
+from ..plugins.errors import ZooframeError, first_line
 from .engine import WORKER_START_TIMEOUT_S, RemoteEngine, WorkerLost
+from .ray_cluster import connect
 from .workers import EvaluationWorker, WorkerSpec
 
 
@@ -18,11 +20,6 @@ def import_ray():
     except ImportError:
         raise ZooframeError("execution.backend 'ray' needs Ray: pip install 'zooframe[ray]'") from None
     return ray
-
-
-def _first_line(exc: BaseException) -> str:
-    """Ray's errors run to many lines; the first says what happened."""
-    return (str(exc).splitlines() or [""])[0]
 
 
 CLOSE_TIMEOUT_S = 5
@@ -36,13 +33,7 @@ class RayEngine(RemoteEngine):
                  timeout_s: float | None = None):
         super().__init__(chunk_size, workers, max_restarts, timeout_s)
         ray = self.ray = import_ray()
-        self.owns_ray = not ray.is_initialized()
-        if self.owns_ray:
-            if address:
-                ray.init(address=address)
-            else:
-                ray.init(address="local", num_cpus=workers * threads_per_worker, include_dashboard=False,
-                         object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
+        self.owns_ray = connect(ray, address, workers * threads_per_worker, object_store_mb)
         self._start = (spec, threads_per_worker)
         self._actor = ray.remote(num_cpus=threads_per_worker)(EvaluationWorker)
         self.actors = []
@@ -60,7 +51,7 @@ class RayEngine(RemoteEngine):
             raise ZooframeError(f"Ray did not start {self.workers} workers within {WORKER_START_TIMEOUT_S} s: does "
                                 f"the cluster have {self.workers} x {self._start[1]} free CPUs?") from None
         except self.ray.exceptions.RayActorError as exc:
-            raise ZooframeError(f"a Ray worker failed to start: {_first_line(exc)}") from exc
+            raise ZooframeError(f"a Ray worker failed to start: {first_line(exc)}") from exc
 
     def _map(self, tasks):
         refs = [self.actors[i % len(self.actors)].evaluate.remote(*task) for i, task in enumerate(tasks)]
@@ -69,7 +60,7 @@ class RayEngine(RemoteEngine):
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayActorError as exc:
-            raise WorkerLost(f"died while evaluating queries ({_first_line(exc)})") from exc
+            raise WorkerLost(f"died while evaluating queries ({first_line(exc)})") from exc
 
     def _restart(self) -> None:
         self._kill_actors()

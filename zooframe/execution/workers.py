@@ -58,10 +58,11 @@ class EvaluationWorker:
         self._token: str | None = None
         self._objective = None
 
-    def evaluate(self, recipe: Recipe, queries: QuerySet, guard: Guard = STRICT) -> tuple[Evaluated, float]:
+    def evaluate(self, recipe: Recipe, queries: QuerySet, guard: Guard = STRICT) -> tuple[Evaluated, float, int]:
         """Losses or faults of ``queries`` on the objective ``recipe`` describes, and the simulator
-        seconds they took. A fault of the simulator is captured, not raised: this worker stays."""
-        before = self.runner.seconds
+        seconds and rows (states stepped) they took. A fault of the simulator is captured, not
+        raised: this worker stays."""
+        before, rows_before = self.runner.seconds, self.runner.rows
 
         def objective(thetas: torch.Tensor) -> torch.Tensor:
             if recipe.token != self._token:  # a new step: e.g. its first solver step is computed once here
@@ -72,7 +73,7 @@ class EvaluationWorker:
 
         with torch.no_grad():
             evaluated = guard(objective, queries.materialize(0, len(queries)))
-        return evaluated.portable(), self.runner.seconds - before
+        return evaluated.portable(), self.runner.seconds - before, self.runner.rows - rows_before
 
     def close(self) -> None:
         """Let the simulator release what it holds: the worker is stopping."""

@@ -19,7 +19,7 @@ from .faults import (
                      SimulatorTimeout,
 )
 from .hookspecs import hookimpl
-from .model import ModelConfig, ModelFactory, ModelSpec
+from .model import ModelConfig, ModelFactory, ModelSpec, Residual
 from .reference import ReferenceSource, SimulatorReference
 from .reference_file import FileReference, write_reference_file
 from .simulator import Case, Simulator, StateSpec
@@ -27,7 +27,7 @@ from .simulator import Case, Simulator, StateSpec
 __all__ = [
     "Case", "ConfigError", "CoordinateQueries", "DirectionQueries", "Estimator", "FileReference", "ModelConfig",
     "ModelFactory", "ModelSpec", "Plugin", "PluginConfig", "PluginError", "PluginSpec", "QuerySet", "ReferenceSource",
-    "Simulator", "SimulatorCrashed", "SimulatorFault", "SimulatorNonFinite", "SimulatorOutputError",
+    "Residual", "Simulator", "SimulatorCrashed", "SimulatorFault", "SimulatorNonFinite", "SimulatorOutputError",
     "SimulatorReference", "SimulatorShapeError", "SimulatorTimeout", "StateSpec", "StepInputs", "TrajectoryCache",
     "ZooframeError", "hookimpl", "write_reference_file",
 ]

@@ -21,3 +21,9 @@ class PluginError(ZooframeError):
 
 class DuplicateKindError(PluginError):
     """Two providers registered the same ``kind`` in one category."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message: a tracker's or Ray's errors run to pages, the first
+    line says what happened."""
+    return (str(exc).splitlines() or [""])[0]

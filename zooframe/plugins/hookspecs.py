@@ -38,3 +38,8 @@ def register_estimators(register: Callable[[type], None]) -> None:
 @hookspec
 def register_models(register: Callable[[type], None]) -> None:
     """Register :class:`zooframe.ModelFactory` subclasses."""
+
+
+@hookspec
+def register_loggers(register: Callable[[type], None]) -> None:
+    """Register :class:`zooframe.plugins.logger.Logger` subclasses."""

@@ -39,4 +39,19 @@ class ModelFactory(Plugin):
         raise NotImplementedError
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+
+
+class Residual(nn.Module):
+    """A residual block, ``activation(body(x) + skip(x))``; ``skip`` None is the identity and
+    ``activation`` None applies none. When ``body`` and ``skip`` are stacks of ungrouped
+    convolutions and pointwise activations, the core evaluates the block for many parameter
+    vectors at once as grouped convolutions, as it does a plain stack."""
+
+    def __init__(self, body: nn.Sequential, skip: nn.Module | None = None, activation: nn.Module | None = None):
+        super().__init__()
+        self.body, self.skip, self.act = body, skip, activation
+
+    def forward(self, x):
+        out = self.body(x) + (x if self.skip is None else self.skip(x))
+        return out if self.act is None else self.act(out)

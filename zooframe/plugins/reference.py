@@ -8,6 +8,7 @@ through the ``register_references`` hook like any plugin.
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -16,6 +17,7 @@ import torch
 
 from .base import Plugin, PluginConfig
 from .errors import ZooframeError
+from .faults import SimulatorFault
 from .simulator import Case, Simulator
 
 
@@ -120,3 +122,54 @@ class SimulatorReference(ReferenceSource):
 
     def describe(self) -> str:
         return f"the high-fidelity mode of simulator {type(self.simulator).__name__}"
+
+
+class ReferenceGenerationError(ZooframeError):
+    """The reference source's code failed while it generated trajectories: names the case and
+    the step where it failed, with the code's own message."""
+
+
+def generate(source: ReferenceSource, cases: Sequence[Case], steps: int) -> torch.Tensor:
+    """``source.trajectories(cases, steps)``; an error from the code behind it (a CFL violation
+    in a fine run, a crash, any exception) becomes a :class:`ReferenceGenerationError` that says
+    which case failed at which step. The case and the step are found by running the source again
+    (each case alone, then fewer steps), on the failure's path only. A :class:`ZooframeError`
+    that is not a simulator fault (a reference file that is too short, say) is already the user's
+    message and passes unchanged."""
+    try:
+        return source.trajectories(cases, steps)
+    except Exception as exc:
+        if isinstance(exc, ZooframeError) and not isinstance(exc, SimulatorFault):
+            raise
+        raise ReferenceGenerationError(_where(source, list(cases), steps) + f": {_message(exc)}") from exc
+
+
+def _where(source: ReferenceSource, cases: list[Case], steps: int) -> str:
+    what = f"generating the reference ({source.describe()})"
+    alone = cases[:1] if len(cases) == 1 else [c for c in cases if _fails(source, [c], steps)][:1]
+    if not alone:
+        return f"{what} for the cases {', '.join(c.name for c in cases)} (no case fails when run alone)"
+    good, bad = 0, steps  # the first `good` steps run, `bad` steps fail
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (good, mid) if _fails(source, alone, mid) else (mid, bad)
+    if bad == 1 and _fails(source, alone, 0):
+        return f"{what} for case {alone[0].name!r}, at its initial state"
+    return f"{what} for case {alone[0].name!r}, at step {bad} of {steps}"
+
+
+def _fails(source: ReferenceSource, cases: list[Case], steps: int) -> bool:
+    try:
+        source.trajectories(cases, steps)
+    except Exception:
+        return True
+    return False
+
+
+def _message(exc: Exception) -> str:
+    """The code's message; for an exception that is no fault class, also where it was raised."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SimulatorFault):
+        return text
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{text} (raised in {frame.name}, {frame.filename}:{frame.lineno})"

@@ -9,6 +9,7 @@ package runs before the user has reference data of their own.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,17 +121,20 @@ include = ["$module*"]
 '''
 
 TEST = '''\
-"""The plugin conforms, is found through its entry point, and trains from its example config."""
+"""The plugin conforms, is found through its entry point, and trains from its example configs."""
 
+import importlib.metadata
 import json
 from pathlib import Path
 
 import zooframe
 from zooframe.testing import parametrize_with_checks
 
+from $module import plugin
 from $module.simulator import $cls, ${cls}Config
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "$name.json"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+ONLY_THIS = zooframe.Registry(load_external=False, plugins={"$package": plugin})  # not every installed plugin
 
 
 @parametrize_with_checks(lambda: $cls(${cls}Config(kind="$name")))
@@ -138,24 +142,43 @@ def test_the_conformance_kit(check):  # one test per rule
     check()
 
 
-def test_the_entry_point_registers_it():
-    assert zooframe.Registry().get("simulator", "$name").provider == "$package"
+def test_the_entry_point_names_the_plugin():
+    found = [e.value for e in importlib.metadata.entry_points(group="zooframe", name="$name")]
+    assert found == ["$module.plugin"], f"zooframe entry points named $name: {found}; pip install -e . first"
 
 
-def test_a_short_run_from_the_example_config_lowers_the_error(tmp_path):
-    config = json.loads(EXAMPLE.read_text())
-    config["training"]["steps"] = 150
-    ev = zooframe.run(config, output=tmp_path, progress=False).summary["evaluation"]
-    assert ev["corrected"]["mae_mean"] < ev["src"]["mae_mean"]
+def test_pretraining_then_the_solver_in_the_loop_lowers_the_error(tmp_path):
+    for name, steps in (("${name}_pretrain", 200), ("$name", 20)):
+        config = json.loads((EXAMPLES / f"{name}.json").read_text())
+        config["training"]["steps"] = steps
+        if "init" in config["training"]:
+            config["training"]["init"] = str(tmp_path / "${name}_pretrain")
+        ev = zooframe.run(config, output=tmp_path / name, progress=False, registry=ONLY_THIS).summary["evaluation"]
+        assert ev["corrected"]["mae_mean"] < ev["src"]["mae_mean"]
+'''
+
+PRETRAIN = '''\
+{
+  "name": "${name}_pretrain",
+  "simulator": {"kind": "$name", "cells": 32},
+  "model": {"kind": "conv", "hidden_channels": 8, "kernel_size": 5, "depth": 1, "padding": "circular",
+            "zero_init_output": true},
+  "training": {"mode": "non", "steps": 500, "horizon": 40, "optimizer": {"name": "adam", "lr": 0.01},
+               "schedule": {"name": "cosine"}},
+  "evaluation": {"steps": 40, "split": "test"},
+  "output": {"dir": "runs/{name}"}
+}
 '''
 
 EXAMPLE = '''\
 {
   "name": "$name",
   "simulator": {"kind": "$name", "cells": 32},
-  "model": {"kind": "conv", "hidden_channels": 4, "kernel_size": 3, "depth": 0, "padding": "circular"},
-  "estimator": {"kind": "cge", "scheme": "forward", "mu": 0.005},
-  "training": {"mode": "zo", "steps": 300, "unroll": 4, "horizon": 40, "optimizer": {"name": "adam", "lr": 0.01}},
+  "model": {"kind": "conv", "hidden_channels": 8, "kernel_size": 5, "depth": 1, "padding": "circular",
+            "zero_init_output": true},
+  "estimator": {"kind": "subspace", "scheme": "forward", "mu": 0.01},
+  "training": {"mode": "zo", "init": "runs/${name}_pretrain", "steps": 300, "unroll": 4, "horizon": 40,
+               "optimizer": {"name": "adam", "lr": 0.001}, "schedule": {"name": "cosine"}},
   "evaluation": {"steps": 40, "split": "test"},
   "output": {"dir": "runs/{name}"}
 }
@@ -170,8 +193,13 @@ zooframe trains a correction network through with zeroth-order gradient estimate
 ```bash
 pip install -e ".[test]"       # into an environment that has zooframe
 python -m pytest -q            # the conformance kit, the entry point, a short training run
-zooframe run examples/$name.json
+zooframe run examples/${name}_pretrain.json   # supervised pre-training: seconds
+zooframe run examples/$name.json              # then the solver in the loop, from those weights
 ```
+
+If the second run ends worse than the first (or than no correction), `zooframe compare
+examples/$name.json` trains the baselines side by side and says whether the solver in the loop
+pays off for your code.
 
 Replace `step_one` in `$module/simulator.py` with a call into your code, keep `state_spec` in step
 with what it reads and writes, and see zooframe's docs/writing-a-plugin.md for the rest (batched
@@ -181,20 +209,35 @@ steps, reference files, GPUs).
 FILES = {
     "pyproject.toml": PYPROJECT, "README.md": README, "$module/__init__.py": '"""The $name zooframe plugin."""\n',
     "$module/simulator.py": SIMULATOR, "$module/plugin.py": PLUGIN, "tests/test_$name.py": TEST,
-    "examples/$name.json": EXAMPLE,
+    "examples/${name}_pretrain.json": PRETRAIN, "examples/$name.json": EXAMPLE,
 }
+
+
+def plugin_name(name: str, taken: Mapping[str, str] | None = None) -> str:
+    """The config kind (and module suffix) a plugin name becomes: dashes become underscores
+    (``my-code`` -> ``my_code``). Refused: anything else that is no Python identifier in lower case,
+    a simulator kind in ``taken`` (kind -> the provider that installed it), and a module
+    ``zooframe_<name>`` that an installed package already holds."""
+    kind = name.replace("-", "_")
+    if not NAME.fullmatch(kind):
+        raise ZooframeError(f"plugin name {name!r}: use lower-case letters, digits, _ and -, starting with a letter "
+                            "(it becomes the config kind and part of the module name), e.g. 'heat1d'")
+    if taken and kind in taken:
+        raise ZooframeError(f"plugin name {name!r}: the simulator kind {kind!r} is taken by {taken[kind]}, which is "
+                            "installed; choose another name (two plugins of one kind cannot be installed together)")
+    module = f"zooframe_{kind}"
+    if importlib.util.find_spec(module) is not None:
+        raise ZooframeError(f"plugin name {name!r}: the module {module} is installed already (by another package); "
+                            "choose another name")
+    return kind
 
 
 def new_plugin(name: str, directory: str | Path | None = None,
                taken: Mapping[str, str] | None = None) -> tuple[Path, list[Path]]:
     """Write the package ``zooframe-<name>`` into ``directory`` (default: ``./zooframe-<name>``);
-    ``taken`` maps the simulator kinds already installed to their providers."""
-    if not NAME.fullmatch(name):
-        raise ZooframeError(f"plugin name {name!r}: use lower-case letters, digits and _, starting with a letter "
-                            "(it becomes the config kind and part of the module name), e.g. 'heat1d'")
-    if taken and name in taken:
-        raise ZooframeError(f"plugin name {name!r}: the simulator kind {name!r} is taken by {taken[name]}, which is "
-                            "installed; choose another name (two plugins of one kind cannot be installed together)")
+    ``taken`` maps the simulator kinds already installed to their providers. ``name`` is taken as
+    :func:`plugin_name` makes it."""
+    name = plugin_name(name, taken)
     words = {"name": name, "package": f"zooframe-{name.replace('_', '-')}", "module": f"zooframe_{name}",
              "cls": "".join(w.capitalize() for w in name.split("_")), "zooframe_version": importlib.metadata.version("zooframe")}
     root = Path(directory) if directory is not None else Path(words["package"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from .base import Plugin
+from .errors import ZooframeError
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,36 @@ class Simulator(Plugin):
     def state_spec(self) -> StateSpec:
         raise NotImplementedError
 
+    figure_channels: ClassVar[tuple[str, ...] | None] = None  # the channels a run's figures show (default: each)
+
     def render(self, state: torch.Tensor) -> torch.Tensor:
-        """A scalar field ``[B, *spatial']`` to show a state in figures (default: the magnitude
-        over channels; a flow plugin might give vorticity)."""
+        """A scalar field ``[B, *spatial']`` to show a state in figures, e.g. a flow's vorticity.
+        Without an override, the figures show the state's channels instead (:meth:`figure_fields`);
+        called directly, the default gives the magnitude over channels."""
         return state.norm(dim=1)
+
+    def figure_fields(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The scalar fields ``[B, *spatial']`` a run's snapshots show of ``state``, by the name of
+        their quantity: :meth:`render`'s, named :attr:`render_label`, where the plugin overrides it;
+        otherwise each channel that :attr:`figure_channels` names (default: every channel), so that
+        fields of different quantities are never mixed into one."""
+        names = self.figure_quantities()
+        if type(self).render is not Simulator.render:
+            return {names[0]: self.render(state)}
+        channels = self.state_spec.channels
+        return {name: state[:, channels.index(name)] for name in names}
+
+    def figure_quantities(self) -> tuple[str, ...]:
+        """The names of what :meth:`figure_fields` gives; raises :class:`ZooframeError` when
+        :attr:`figure_channels` names a channel the state does not hold (checked before a run)."""
+        if type(self).render is not Simulator.render:
+            return (self.render_label,)
+        channels = self.state_spec.channels
+        unknown = [name for name in self.figure_channels or () if name not in channels]
+        if unknown:
+            raise ZooframeError(f"{type(self).__name__}.figure_channels names {', '.join(map(repr, unknown))}, which "
+                                f"its state does not hold (its channels: {', '.join(channels)})")
+        return tuple(self.figure_channels or channels)
 
     @property
     def render_label(self) -> str:
@@ -85,6 +112,14 @@ class Simulator(Plugin):
     def close(self) -> None:
         """Release what the code holds (processes, files, licences). Called when a run ends and
         when a worker stops; the simulator must stay usable: a later step starts what it needs."""
+
+    def run_facts(self, workers: int = 0) -> dict[str, Any]:
+        """How the code runs, for the run's ``summary.json`` (key ``simulator``) and its log: JSON
+        values, e.g. an MPI code's launcher, ranks and runs at once. ``workers``: the engine's worker
+        processes (process and Ray backends), each stepping a copy of this simulator; 0: the local
+        backend, where this one steps alone. Raise ``ZooframeError`` when the machine cannot hold
+        them: the run is refused before any work. Default: nothing to say."""
+        return {}
 
     # --- the step -----------------------------------------------------------------------------
     def step(self, state: torch.Tensor, cases: Sequence[Case], seed: int) -> torch.Tensor:

@@ -35,7 +35,8 @@ import torch
 
 from .base import PluginSpec, missing_methods
 from .errors import ZooframeError
-from .reference import ReferenceSource, SimulatorReference, high_fidelity_source
+from .faults import SimulatorFault
+from .reference import ReferenceGenerationError, ReferenceSource, SimulatorReference, generate, high_fidelity_source
 from .reference_file import FileReference, FileReferenceConfig
 from .simulator import Case, Simulator, StateSpec
 
@@ -102,6 +103,7 @@ class Subject:
         self._simulator = simulator
         self.reference, self.cases, self.states = reference, list(cases or []), states
         self.steps, self.seed, self.rtol = steps, seed, rtol
+        self.frames: torch.Tensor | None = None  # the reference's frame 1 of each case, when there is a reference
         self._found: dict[str, Any] = {}
 
     @property
@@ -221,14 +223,20 @@ class Subject:
         source = self._source()
         if source is None:
             return None
-        sets = source.cases()
+        sets = _called(source.cases, "the reference source's cases()")
         cases = [c for split in sets.values() for c in split]
         names = [c.name for c in cases]
         if not cases or len(set(names)) != len(names):
             raise _Failed(f"case sets {dict((k, len(v)) for k, v in sets.items())} with names {names}",
                           "offer at least a 'train' and a 'test' set of uniquely named cases")
         n = min(self.steps, source.max_steps or self.steps)
-        traj = torch.as_tensor(source.trajectories(cases, n))
+        try:
+            traj = torch.as_tensor(generate(source, cases, n))
+        except ReferenceGenerationError as exc:
+            raise _Failed(str(exc), "the reference must run for the task's own cases: fix the code's settings for "
+                          "that case (time step, CFL limit) or leave the case out") from exc
+        except ZooframeError as exc:
+            raise _Failed(str(exc), "fix it as the message says") from exc
         expected = (len(cases), n + 1, *spec.shape)
         if tuple(traj.shape) != expected:
             raise _Failed(f"trajectories(cases, {n}) has shape {tuple(traj.shape)}",
@@ -236,10 +244,11 @@ class Subject:
         if not traj.is_floating_point() or not torch.isfinite(traj).all():
             raise _Failed(f"trajectories are {traj.dtype} with non-finite entries or not floats",
                           "give finite floating-point reference states")
-        features = torch.as_tensor(source.features(cases))
+        features = torch.as_tensor(_called(lambda: source.features(cases), "the reference source's features()"))
         if features.ndim != 2 or features.shape[0] != len(cases) or not torch.isfinite(features).all():
             raise _Failed(f"features(cases) has shape {tuple(features.shape)}",
                           f"return finite [cases, F] = [{len(cases)}, F] (F may be 0)")
+        self.frames = traj[:, 1]
         return cases, traj[:, 0]
 
     def _first(self) -> torch.Tensor:
@@ -249,6 +258,15 @@ class Subject:
             raise _Failed(f"a state of shape {tuple(start.shape)} came back as {tuple(out.shape)}",
                           "return one next state per row, of the input's shape [B, C, *spatial]")
         return out
+
+
+def _called(call: Callable[[], Any], what: str) -> Any:
+    try:
+        return call()
+    except ZooframeError as exc:
+        raise _Failed(f"{what}: {exc}", "fix it as the message says") from exc
+    except Exception as exc:
+        raise _Failed(f"{what} raised {type(exc).__name__}: {exc}", "see the traceback by calling it yourself") from exc
 
 
 @dataclass(frozen=True)
@@ -328,6 +346,42 @@ def check_finite(s: Subject) -> None:
         if bad:
             raise _Failed(f"NaN or Inf after {t + 1} step(s) from the initial states of {', '.join(bad[:5])}",
                           "the step must be stable on the task's own states (time step, CFL limit)")
+
+
+GUARD = ("the network will feed you states like these; guard them and raise a fault class (zooframe.faults: e.g. "
+         "SimulatorNonFinite for a negative density or pressure), then choose a fault policy (execution.faults)")
+
+
+@rule("perturbed-states", "states near the task's own (the reference's plus noise of a typical correction's size, "
+      "and of ten times it) step to finite states of the right shape, or raise a zooframe.faults class")
+def check_perturbed_states(s: Subject) -> str | None:
+    cases, start = s.start()
+    out = s.out()
+    if s.frames is None:
+        return "no reference frames to measure a correction's size by (give reference=...)"
+    spec = s.spec()
+    frames = s.frames.to(start.device, start.dtype)
+    dims = [d for d in range(start.ndim) if d != 1]  # per channel
+    typical = (frames - out).square().mean(dim=dims, keepdim=True).sqrt()
+    typical = torch.maximum(typical, 1e-6 * start.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12))
+    inside = torch.ones(start.shape[1:], dtype=start.dtype) if spec.valid is None else spec.valid.to(start.dtype)
+    generator = torch.Generator().manual_seed(s.seed)
+    for size, factor in (("a typical correction's", 1.0), ("ten times a typical correction's", 10.0)):
+        noise = torch.randn(start.shape, generator=generator, dtype=start.dtype) * inside
+        state = start + factor * typical * noise.to(start.device)
+        seen = f"the task's initial states plus noise of {size} size"
+        try:
+            got = s.sim.step(state, list(cases), s.seed)
+        except SimulatorFault:
+            continue  # a guarded state: the fault policy decides
+        except Exception as exc:
+            raise _Failed(f"{seen} made step raise {type(exc).__name__}: {exc}", GUARD) from exc
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(start.shape):
+            raise _Failed(f"{seen} came back as {type(got).__name__} of shape {tuple(getattr(got, 'shape', ()))}, "
+                          f"not {tuple(start.shape)}", GUARD)
+        if not torch.isfinite(got).all():
+            raise _Failed(f"{seen} came back with NaN or Inf", GUARD)
+    return None
 
 
 @rule("rows-independent", "each row of a batch is stepped as if it were alone")
@@ -429,6 +483,10 @@ class BoundCheck:
             report.failures.append(Finding(self.rule.name, failed.problem, failed.fix))
         except _Skipped as why:
             report.skipped[self.rule.name] = str(why)
+        except Exception as exc:  # whatever the plugin raises is this rule's failure, never the kit's crash
+            report.failures.append(Finding(self.rule.name, f"checking it raised {type(exc).__name__}: {exc}",
+                                           "run the rule's check on its own to see the traceback "
+                                           f"(zooframe.plugins.testing.check_{self.rule.name.replace('-', '_')})"))
         else:
             if skipped:
                 report.skipped[self.rule.name] = skipped

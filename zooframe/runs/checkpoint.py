@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..plugins.atomic import save_torch
-from ..plugins.errors import ZooframeError
+from ..plugins.errors import ZooframeError, first_line
 
 FORMAT = 1
 
@@ -55,7 +55,7 @@ def restore(trainer, state: dict[str, Any]) -> None:
     try:
         _restore(trainer, state)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        what = f"it lacks {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0][:300]
+        what = f"it lacks {exc}" if isinstance(exc, KeyError) else first_line(exc)[:300]
         raise CheckpointError(f"{what} ({type(exc).__name__})") from None
 
 
@@ -84,7 +84,7 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> Any:
         raise ZooframeError(f"cannot read {path}: it holds objects other than tensors and plain data, which are "
                             "refused, never run; was it written by zooframe?") from None
     except Exception as exc:  # a truncated or damaged file
-        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
+        raise ZooframeError(f"cannot read {path} ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def load(path: Path) -> dict[str, Any]:

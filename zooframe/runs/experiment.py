@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ..config.registry import CATEGORIES, Registry, get_registry, resolve
+from ..config.registry import SECTIONS, Registry, get_registry, resolve
 from ..config.sections import ExperimentBase
 from ..core.correction import CorrectionNetwork, correction_for
 from ..core.flat_params import FlatParams
+from ..core.losses import MSE, Loss
 from ..core.objective import COUPLINGS, Coupling, SimulatorRunner, Window
 from ..core.windows import WindowSampler
 from ..execution.engine import Engine, LocalEngine, auto_chunk_size
@@ -29,9 +30,10 @@ from ..execution.process_engine import ProcessEngine
 from ..execution.ray_engine import RayEngine
 from ..execution.workers import WorkerSpec
 from ..plugins.base import PluginSpec
-from ..plugins.errors import ZooframeError
+from ..plugins.errors import ZooframeError, first_line
 from ..plugins.estimator import Estimator
-from ..plugins.reference import ReferenceSource
+from ..plugins.logger import Logger
+from ..plugins.reference import ReferenceSource, generate
 from ..plugins.simulator import Case, Simulator
 from . import checkpoint
 
@@ -51,6 +53,56 @@ def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[
         problems.append(f"training.cases_per_step is {per_step}, but {source.describe()} offers {train} training "
                         f"cases; set it to at most {train}, or leave it out to take all of them each step")
     return problems
+
+
+VALIDATION = "validation"  # the case set training.validation_cases makes
+
+
+def case_sets(config: ExperimentBase, source: ReferenceSource) -> tuple[dict[str, list[Case]], list[str]]:
+    """The source's case sets, with ``training.validation_cases`` moved out of ``train`` into
+    ``validation``; and what is wrong with those names."""
+    splits = {name: list(cases) for name, cases in source.cases().items()}
+    names = config.training.validation_cases
+    if not names:
+        return splits, []
+    train = splits.get("train", [])
+    known = [c.name for c in train]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        return splits, [f"training.validation_cases: no training case {', '.join(map(repr, unknown))} in "
+                        f"{source.describe()} (its training cases: {', '.join(known) or 'none'})"]
+    if VALIDATION in splits:
+        return splits, [f"training.validation_cases: {source.describe()} has a case set 'validation' of its own; "
+                        "evaluate on it and leave training.validation_cases out"]
+    if set(known) <= set(names):
+        return splits, ["training.validation_cases: holds every training case; leave at least one to train on"]
+    splits[VALIDATION] = [c for c in train if c.name in names]
+    splits["train"] = [c for c in train if c.name not in names]
+    return splits, []
+
+
+def loss_problems(config: ExperimentBase, channels: Sequence[str]) -> list[str]:
+    """What ``objective.loss`` asks of the state's channels that they cannot give."""
+    weights = config.objective.loss.channel_weights
+    unknown = [name for name in weights if name not in channels]
+    if unknown:
+        return [f"objective.loss.channel_weights: no channel {', '.join(map(repr, unknown))} in the simulator's state "
+                f"(its channels: {', '.join(channels)})"]
+    if weights and not any(weights.get(name, 1.0) for name in channels):
+        return ["objective.loss.channel_weights: every channel weighs 0, so nothing would be trained"]
+    return []
+
+
+def training_loss(config: ExperimentBase, channels: Sequence[str]) -> Loss:
+    """The loss ``objective.loss`` names, its channel weights in the order of ``channels``."""
+    cfg = config.objective.loss
+    weights = tuple(cfg.channel_weights.get(name, 1.0) for name in channels) if cfg.channel_weights else None
+    return Loss(cfg.name, cfg.delta, weights)
+
+
+def simulator_workers(config: ExperimentBase) -> int:
+    """The engine's worker processes, each with a simulator of its own (0: the local backend)."""
+    return 0 if config.execution.backend == "local" else config.execution.workers
 
 
 def init_weights_file(config: ExperimentBase) -> Path | None:
@@ -83,9 +135,8 @@ def load_init_weights(config: ExperimentBase, model: CorrectionNetwork, device: 
             b = json.loads(theirs.read_text()).get("model", {})
             fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             differs = f"; the model sections differ in {', '.join('model.' + f for f in fields)}" if fields else ""
-        first = (str(exc).splitlines() or [""])[0]
-        raise ZooframeError(f"training.init: the weights in {path} do not fit this config's network ({first}){differs}; "
-                            "start from a run of the same model and task") from None
+        raise ZooframeError(f"training.init: the weights in {path} do not fit this config's network ({first_line(exc)})"
+                            f"{differs}; start from a run of the same model and task") from None
 
 
 def output_problems(out: Path) -> list[str]:
@@ -110,21 +161,45 @@ def _folder_problems(out: Path) -> list[str]:
                                                              "writable"]
 
 
+def build_loggers(config: ExperimentBase, registry: Registry | None = None) -> list[Logger]:
+    """The loggers ``output.loggers`` names; each imports its package here, so that a missing one is
+    an error before the run starts."""
+    return [resolve("logger", c, registry).build() for c in config.output.loggers]
+
+
 def preflight(config: ExperimentBase, registry: Registry | None = None, output: str | Path | None = None) -> list[str]:
     """Every problem that shows before any work: the run folder, and what the task (the simulator
     and its reference source, built but not run) cannot give. Empty: ready to run."""
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
     problems = output_problems(out)
-    try:
-        init_weights_file(config)
-    except ZooframeError as exc:
-        problems.append(str(exc))
+    for check in (init_weights_file, lambda c: build_loggers(c, registry)):
+        try:
+            check(config)
+        except ZooframeError as exc:
+            problems.append(str(exc))
+    return problems + inspect_task(config, registry).problems
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a config's simulator and reference source offer, built but not run."""
+
+    splits: dict[str, list[Case]]  # the case sets, training.validation_cases moved into 'validation'
+    differentiable: bool  # the simulator can be differentiated through (training.mode fo)
+    problems: list[str]  # what the config asks of the task that it cannot give
+
+
+def inspect_task(config: ExperimentBase, registry: Registry | None = None) -> Task:
+    """The config's task, from its simulator and reference source built on the CPU and closed again."""
     parts = {c: resolve(c, getattr(config, c), registry) for c in ("simulator", "reference")}
-    simulator = None
+    simulator, splits, problems, differentiable = None, {}, [], False
     try:
         simulator = parts["simulator"].build(device="cpu")
+        differentiable = getattr(simulator, "differentiable", False) is True
         source = parts["reference"].build(simulator, device="cpu")
-        problems += task_problems(config, source, {name: list(cases) for name, cases in source.cases().items()})
+        splits, problems = case_sets(config, source)
+        problems += task_problems(config, source, splits) + loss_problems(config, simulator.state_spec.channels)
+        simulator.run_facts(simulator_workers(config))
     except ZooframeError as exc:
         problems.append(str(exc))
     except Exception as exc:  # a plugin's own error while it is built: name the plugin
@@ -134,7 +209,7 @@ def preflight(config: ExperimentBase, registry: Registry | None = None, output: 
     finally:
         if simulator is not None:
             simulator.close()
-    return problems
+    return Task(splits, differentiable, problems)
 
 
 @dataclass
@@ -155,32 +230,40 @@ class Experiment:
     dtype: torch.dtype
     mask: torch.Tensor | None = None  # the sparsity mask of a finished run, when it had one
     splits: dict[str, list[Case]] = field(default_factory=dict)
+    loss: Loss = MSE  # the training loss (objective.loss)
+    simulator_facts: dict = field(default_factory=dict)  # Simulator.run_facts, for the summary and the log
 
     @classmethod
-    def build(cls, config: ExperimentBase, registry: Registry | None = None) -> Experiment:
+    def build(cls, config: ExperimentBase, registry: Registry | None = None, train: bool = False) -> Experiment:
+        """``train``: for a training run, whose simulators must fit the machine (``Simulator.run_facts``)."""
         registry = registry or get_registry()
         ex = config.execution
         if ex.device == "cuda" and not torch.cuda.is_available():
             raise ZooframeError("execution.device is 'cuda' but PyTorch sees no CUDA device; use 'cpu'")
         device, dtype = torch.device(ex.device), getattr(torch, ex.dtype)
-        parts = {c: resolve(c, getattr(config, c), registry) for c in CATEGORIES if getattr(config, c) is not None}
+        parts = {c: resolve(c, getattr(config, c), registry) for c, where in SECTIONS.items()
+                 if where == (c,) and getattr(config, c, None) is not None}  # loggers are the run folder's (build_loggers)
         simulator = parts["simulator"].build(device=device)
         try:  # a simulator that holds a process or files is closed when what follows refuses the config
             source = parts["reference"].build(simulator, device=device)
-            splits = {name: list(cases) for name, cases in source.cases().items()}
-            problems = task_problems(config, source, splits)
+            splits, problems = case_sets(config, source)
+            problems += task_problems(config, source, splits) + loss_problems(config, simulator.state_spec.channels)
             if problems:
                 raise ZooframeError("; ".join(problems))
+            if config.output.figures:
+                simulator.figure_quantities()  # a plugin's figure_channels, checked before any work
             n_features = source.features(splits["train"][:1]).shape[1]
             torch.manual_seed(config.training.seed)
             model = correction_for(parts["model"], simulator.state_spec, n_features).to(device, dtype)
             load_init_weights(config, model, device)
+            facts = simulator.run_facts(simulator_workers(config)) if train else {}
         except BaseException:
             simulator.close()
             raise
         return cls(config, parts, simulator, source, SimulatorRunner(simulator),
                    parts["estimator"].build() if "estimator" in parts else None, model,
-                   FlatParams(model), device, dtype, splits=splits)
+                   FlatParams(model), device, dtype, splits=splits,
+                   loss=training_loss(config, simulator.state_spec.channels), simulator_facts=facts)
 
     def close(self) -> None:
         self.simulator.close()
@@ -202,7 +285,7 @@ class Experiment:
         return torch.as_tensor(self.source.features(cases), device=self.device, dtype=self.dtype)
 
     def reference(self, cases: Sequence[Case], steps: int) -> torch.Tensor:
-        ref = torch.as_tensor(self.source.trajectories(cases, steps), device=self.device, dtype=self.dtype)
+        ref = torch.as_tensor(generate(self.source, cases, steps), device=self.device, dtype=self.dtype)
         expected = (len(cases), steps + 1, *self.simulator.state_spec.shape)
         if tuple(ref.shape) != expected:
             raise ZooframeError(f"{self.source.describe()} returned trajectories of shape {tuple(ref.shape)}, "
@@ -227,7 +310,7 @@ class Experiment:
 
     def objective(self, window: Window, solver_jacobian: str = "exact") -> Coupling:
         """The training loss of one window as a batched function of parameter vectors."""
-        return self.coupling.for_window(self.runner, self.flat, window, solver_jacobian, self.config)
+        return self.coupling.for_window(self.runner, self.flat, window, solver_jacobian, self.config, self.loss)
 
     def fit_statistics(self, sampler: WindowSampler) -> None:
         """The network's normalization, from the training reference: states, features, and the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -18,15 +19,18 @@ from tqdm.auto import tqdm
 from ..config.registry import Registry, get_registry
 from ..config.sections import ExperimentBase, load_config, source_label
 from ..core import sparsity
+from ..core.metrics import METRICS
 from ..execution.threads import ThreadPolicy
 from ..plugins import atomic
 from ..plugins.atomic import WriteError, save_torch
 from ..plugins.errors import ConfigError, ZooframeError
+from ..plugins.logger import RunStart
 from . import checkpoint, figures
 from .evaluation import HeldOut, evaluate, held_out
-from .experiment import Experiment, output_problems
+from .experiment import Experiment, build_loggers, output_problems
 from .export import export_correction
 from .lock import folder_lock
+from .loggers import RunLoggers
 from .outputs import EVALUATION_VERSION, SUMMARY_VERSION
 from .trainer import Trainer
 
@@ -34,6 +38,17 @@ CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE,
     "config.json", "metrics.jsonl", "model.pt", "summary.json", "evaluation.json", "mask.pt", "model.sparse.pt",
     "checkpoint.pt")
 FIGURE_FILES = ("loss.png", "mae.png", "snapshots.png")
+log = logging.getLogger("zooframe.run")  # the run log: what a run states as it starts (log_to_stderr shows it)
+
+
+def log_to_stderr() -> None:
+    """Show the run log on stderr, as ``zooframe run`` does (in a batch job: the job's output file)."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("zooframe: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, EVALUATION_FILE, MASK_FILE, SPARSE_FILE,
              CHECKPOINT_FILE, CHECKPOINT_FILE + ".tmp", *FIGURE_FILES)
 
@@ -73,11 +88,28 @@ def _append(path: Path):
 
 def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = None, progress: bool | None = None,
         registry: Registry | None = None, on_step: Callable[[dict[str, Any], Trainer], None] | None = None,
-        resume: bool = False, force: bool = False) -> RunResult:
+        resume: bool = False, force: bool = False, overrides: dict[str, Any] | None = None) -> RunResult:
     """Train and evaluate one experiment, writing everything into its run folder.
 
-    ``on_step(metrics, trainer)`` is called after each optimizer step with that step's metrics
-    (as written to ``metrics.jsonl``): a place for a caller's own monitoring.
+    ``overrides`` (dotted path -> value, as ``zooframe run --set``) are applied to a config read
+    from a dict or a file before it is validated (:func:`zooframe.load_config`); the run folder's
+    ``config.json`` holds the result.
+
+    Arguments:
+
+    - ``config``: the experiment, as a config object, a dict (the JSON file's content), or the
+      path of a JSON file;
+    - ``output``: the run folder (default: the config's ``output.dir``, ``{name}`` filled in);
+    - ``progress``: show a progress bar (default: the config's ``output.progress``);
+    - ``registry``: the plugins to build from (default: the built-ins and every installed plugin;
+      ``zooframe.Registry(load_external=False, plugins={"mine": module})`` for only your own);
+    - ``on_step(metrics, trainer)``: called after each optimizer step with that step's metrics (as
+      written to ``metrics.jsonl``): a place for a caller's own monitoring;
+    - ``resume``, ``force``: as ``zooframe run --resume`` and ``--force`` (below).
+
+    Returns a :class:`RunResult`: the folder, the summary (as in ``summary.json``) and the
+    experiment with its trained model. A run whose corrected solver ends worse than the
+    uncorrected one on the held-out cases warns (:class:`WorseThanUncorrected`).
 
     A checkpoint is written every ``output.checkpoint_every`` steps and after the last. With
     ``resume``, a stopped run continues from its checkpoint (the same steps as if it had never
@@ -97,20 +129,24 @@ def run(config: ExperimentBase | dict | str | Path, output: str | Path | None = 
     registry = registry or get_registry()
     label = None if isinstance(config, ExperimentBase) else source_label(config)
     if not isinstance(config, ExperimentBase):
-        config = load_config(config, registry)
+        config = load_config(config, registry, overrides)
+    elif overrides:
+        raise TypeError("overrides apply to a config read from a dict or a file, not to a validated ExperimentConfig")
     out = Path(output) if output is not None else Path(config.output.dir.format(name=config.name))
     problems = output_problems(out)
     if problems:
         raise ConfigError(problems, label)
     try:  # before the folder: what the task cannot give is refused without leaving one behind
-        exp = Experiment.build(config, registry)
+        loggers = RunLoggers(build_loggers(config, registry))
+        exp = Experiment.build(config, registry, train=True)
     except ZooframeError as exc:
         raise ConfigError([str(exc)], label) from exc
     with exp, folder_lock(out, SUMMARY_FILE):
-        return _start(exp, out, progress, on_step, resume, force)
+        return _start(exp, out, progress, on_step, resume, force, loggers)
 
 
-def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: bool, force: bool) -> RunResult:
+def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: bool, force: bool,
+           loggers: RunLoggers) -> RunResult:
     config = exp.config
     state = _prepare_folder(out, config, resume, force)
     if state == "completed":
@@ -123,9 +159,10 @@ def _start(exp: Experiment, out: Path, progress: bool | None, on_step, resume: b
                                       "pid": os.getpid()})  # no stale one
     try:
         with ThreadPolicy(config.execution.threads) as threads:  # reference generation and evaluation too
-            return _run(exp, out, progress, threads, on_step, state)
+            return _run(exp, out, progress, threads, on_step, state, loggers)
     except BaseException as exc:
         _record_failure(out, exc)
+        loggers.end("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
 
 
@@ -135,7 +172,7 @@ def _comparable(config: Any) -> dict:
         return {"(the whole config)": config}
     config = {k: v for k, v in config.items() if k != "$schema"}
     if isinstance(config.get("output"), dict):
-        config["output"] = {k: v for k, v in config["output"].items() if k not in ("progress", "figures")}
+        config["output"] = {k: v for k, v in config["output"].items() if k not in ("progress", "figures", "loggers")}
     return config
 
 
@@ -216,6 +253,8 @@ def _record_failure(out: Path, exc: BaseException) -> None:
     summary = _stored_summary(out)
     if summary.get("status") in ("failed", "interrupted"):
         return  # training wrote it, with its counts
+    if summary.get("status") == "completed":
+        return  # a signal after the run completed (its loggers' last calls): its results stand
     summary["failed_in"] = {"building": "building the trainer (normalization, pruning, workers)", "trained": "evaluation"}.get(
         summary.get("status"), summary.get("status"))
     summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -236,7 +275,7 @@ def _kept_metrics(path: Path, steps: int) -> None:
 
 
 def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolicy, callback,
-         resume: dict[str, Any] | None) -> RunResult:
+         resume: dict[str, Any] | None, loggers: RunLoggers) -> RunResult:
     config = exp.config
     try:
         trainer = Trainer(exp, threads, resume)
@@ -250,11 +289,15 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
                                "status": "running", "pid": os.getpid(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "parameters": exp.flat.dim, "python": platform.python_version(), "torch": torch.__version__}
+    if exp.simulator_facts:
+        summary["simulator"] = exp.simulator_facts
+        log.info("%s: simulator: %s", config.name, ", ".join(f"{k} {v}" for k, v in exp.simulator_facts.items()))
     if resume is not None:
         summary["resumed_from_step"] = trainer.step
         _kept_metrics(out / METRICS_FILE, trainer.step)
     _write_json(out / SUMMARY_FILE, {**summary, "step": trainer.step})  # from now on it says running, and where
-    every, total = config.output.checkpoint_every, config.training.steps
+    loggers.start(RunStart(config.name, out, config.to_json(), trainer.step, resume is not None))
+    every = config.output.checkpoint_every
     last: dict[str, Any] = {}
     saved = {"checkpoint": trainer.step if resume is not None else None}
     with _append(out / METRICS_FILE) as metrics:
@@ -265,10 +308,12 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
                 metrics.flush()
             except OSError as exc:
                 raise WriteError(out / METRICS_FILE, exc.strerror or str(exc)) from None
-            if m["step"] % every == 0 or m["step"] == total:  # after the metrics line: never fewer lines than steps
+            loggers.step(m)
+            if m["step"] % every == 0 or trainer.stopped:  # after the metrics line: never fewer lines than steps
                 checkpoint.save(out / CHECKPOINT_FILE, checkpoint.capture(trainer, m["wall_s"]))
                 saved["checkpoint"] = m["step"]
                 _write_json(out / SUMMARY_FILE, {**summary, "step": m["step"], "checkpoint_step": m["step"]})
+                loggers.flush()
             bar.update(1)
             if m["loss"] is not None:
                 bar.set_postfix(loss=f"{m['loss']:.3g}", refresh=False)
@@ -295,7 +340,8 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
                                        "active": int(trainer.plan.base.sum()), "parameters": exp.flat.dim,
                                        "layers": sparsity.report(trainer.plan.base, exp.flat)}
             totals = trainer.totals
-            summary.update(steps=trainer.step, queries_total=totals.queries, final_loss=last.get("loss"),
+            summary.update(steps=trainer.step, stopped=trainer.stopped, simulator_calls=trainer.simulator_calls,
+                           queries_total=totals.queries, final_loss=last.get("loss"),
                            wall_s=last.get("wall_s", 0.0), simulator_s=trainer.simulator_seconds,
                            worker_restarts=trainer.engine.restarts, faults=dict(totals.faults),
                            recovered=dict(totals.recovered), retries=totals.retried, skipped_steps=totals.skipped,
@@ -309,11 +355,27 @@ def _run(exp: Experiment, out: Path, progress: bool | None, threads: ThreadPolic
     threads.update()
     results = held_out(exp)
     summary["evaluation"] = results.summary()
+    _warn_if_worse(summary["evaluation"])
     summary["figures"] = (write_figures(exp, out, results, summary["evaluation"]) if config.output.figures
                           else "skipped: output.figures is false")
     summary["status"] = "completed"
     _write_json(out / SUMMARY_FILE, summary)
+    loggers.completed(summary, [out / name for name in summary["figures"]] if isinstance(summary["figures"], list)
+                      else [], [out / MODEL_FILE, out / SUMMARY_FILE])
     return RunResult(out, summary, exp)
+
+
+class WorseThanUncorrected(UserWarning):
+    """A run whose corrected solver ended worse on the held-out cases than the uncorrected one."""
+
+
+def _warn_if_worse(evaluation: dict[str, Any]) -> None:
+    ratio = evaluation["corrected_over_src"]
+    if not ratio <= 1:  # NaN too
+        warnings.warn(f"the corrected solver ended worse than the uncorrected one on the held-out cases (ratio "
+                      f"{ratio:.3f}); `zooframe compare CONFIG` runs the baseline ladder on this task and says which "
+                      "training pays off (docs/writing-a-plugin.md, 'When the solver in the loop pays off')",
+                      WorseThanUncorrected, stacklevel=5)  # the caller of run()
 
 
 def _try(failed: list[WriteError], write: Callable[..., None], *args: Any) -> None:
@@ -324,22 +386,27 @@ def _try(failed: list[WriteError], write: Callable[..., None], *args: Any) -> No
 
 
 def write_figures(exp: Experiment, out: Path, results: HeldOut, ev: dict[str, Any]) -> list[str] | str:
-    """Training loss, held-out MAE over time (``ev``: ``results.summary()``), and source /
-    corrected / reference snapshots."""
+    """Training loss, the held-out headline metric over time (``ev``: ``results.summary()``; in
+    ``mae.png`` whichever it is), and source / corrected / reference snapshots of each quantity the
+    simulator shows (:meth:`~zooframe.plugins.simulator.Simulator.figure_fields`)."""
     if not figures.available():
         return "skipped: matplotlib is not installed (pip install 'zooframe[plot]')"
     metrics = [m for m in map(json.loads, (out / METRICS_FILE).read_text().splitlines()) if m["loss"] is not None]
-    paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics]),
-             figures.error_curves(out / "mae.png", {"source": ev["src"]["mae_per_step"],
-                                                    "corrected": ev["corrected"]["mae_per_step"]},
-                                  f"held-out MAE ({results.split}, mean over {len(results.cases)} cases)")]
+    head, loss = ev["headline"]["metric"], exp.loss.describe()
+    label = METRICS[head].label
+    paths = [figures.loss_curve(out / "loss.png", [m["step"] for m in metrics], [m["loss"] for m in metrics], loss),
+             figures.error_curves(out / "mae.png", {name: ev["metrics"][head][key]["per_step"] for name, key in
+                                                    (("source", "src"), ("corrected", "corrected"))},
+                                  f"held-out {label} ({results.split}, mean over {len(results.cases)} cases)\n"
+                                  f"trained on the loss {loss}", label)]
     steps = results.reference.shape[1] - 1
     times = sorted({max(1, steps * k // 4) for k in (1, 2, 3, 4)})
     with torch.no_grad():
-        fields = {name: exp.simulator.render(states[0]) for name, states in
-                  (("source", results.src), ("corrected", results.corrected), ("reference", results.reference))}
-    paths.append(figures.snapshots(out / "snapshots.png", fields, times, f"held-out case {results.cases[0].name}",
-                                   label=exp.simulator.render_label))
+        rollouts = {name: exp.simulator.figure_fields(states[0]) for name, states in
+                    (("source", results.src), ("corrected", results.corrected), ("reference", results.reference))}
+    quantities = {q: {name: fields[q] for name, fields in rollouts.items()} for q in rollouts["reference"]}
+    paths.append(figures.quantity_snapshots(out / "snapshots.png", quantities, times,
+                                            f"held-out case {results.cases[0].name}"))
     return [p.name for p in paths]
 
 

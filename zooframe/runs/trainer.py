@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
@@ -69,15 +70,22 @@ def check_inputs(exp: Experiment) -> None:
 
 
 class Trainer:
-    """Runs ``training.steps`` optimizer steps; ``on_step`` receives each step's metrics."""
+    """Runs ``training.steps`` optimizer steps, or fewer when ``training.budget`` is spent first;
+    ``on_step`` receives each step's metrics, and ``stopped`` says why training ended (``steps``,
+    ``seconds`` or ``simulator_calls``; None while it goes on)."""
 
     def __init__(self, exp: Experiment, threads: ThreadPolicy | None = None, resume: dict[str, Any] | None = None):
         """``resume``: a checkpoint (:mod:`zooframe.runs.checkpoint`) to continue from."""
         self.exp = exp
         self._own_threads = threads is None  # then close() restores them
         self.threads = threads or ThreadPolicy(exp.config.execution.threads)
+        self.stopped: str | None = None
+        self._seconds_aside = self._wall_aside = 0.0  # of work set aside (:meth:`aside`)
+        rows_before = exp.runner.rows
         try:
             self._build(resume)
+            self._rows_counted = self._rows()  # a resumed run's normalization pass is not counted again
+            self.calls_before = self._rows_counted - rows_before  # a checkpoint replaces it
             if resume is not None:
                 checkpoint.restore(self, resume)
         except BaseException:
@@ -133,13 +141,37 @@ class Trainer:
     @property
     def simulator_seconds(self) -> float:
         """Time inside simulator calls so far, here and in remote workers."""
-        return self.exp.runner.seconds + self.engine.remote_seconds
+        return self.exp.runner.seconds + self.engine.remote_seconds - self._seconds_aside
+
+    def _rows(self) -> int:
+        return self.exp.runner.rows + self.engine.remote_rows
+
+    @property
+    def simulator_calls(self) -> int:
+        """States the simulator advanced by one step for this run so far (a batch of 8 is 8 calls), here
+        and in remote workers, across resumes: what ``training.budget.simulator_calls`` counts."""
+        return self.calls_before + self._rows() - self._rows_counted
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Work between steps that is not training (a sweep's validation rollouts on ``exp.runner``):
+        its simulator calls, simulator seconds and wall time stay out of the run's counts and out of
+        ``training.budget``."""
+        runner, start = self.exp.runner, time.perf_counter()
+        rows, seconds = runner.rows, runner.seconds
+        try:
+            yield
+        finally:
+            self._rows_counted += runner.rows - rows
+            self._seconds_aside += runner.seconds - seconds
+            self._wall_aside += time.perf_counter() - start
 
     def state_dict(self) -> dict[str, Any]:
         """Everything of the trainer's own that a step depends on, and the counts so far: what a
         checkpoint holds besides the process-wide generators (:mod:`zooframe.runs.checkpoint`)."""
         exp = self.exp
-        state = {"step": self.step, **self.totals.state_dict(), "model": exp.model.state_dict(),
+        state = {"step": self.step, **self.totals.state_dict(), "simulator_calls": self.simulator_calls,
+                 "model": exp.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "estimator": exp.estimator.state_dict() if exp.config.training.mode == "zo" else {},
                  "generator": self.generator.get_state(), "sampler_generator": self.sampler.generator.get_state()}
@@ -152,6 +184,7 @@ class Trainer:
         exp = self.exp
         self.step = state["step"]
         self.totals.load_state_dict(state)
+        self.calls_before = state.get("simulator_calls", 0)  # 0: a checkpoint from before the count
         exp.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -263,13 +296,26 @@ class Trainer:
                                     "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
             raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
 
-    def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
+    def stop_reason(self, wall_s: float) -> str | None:
+        """Why training ends here (``wall_s``: its wall seconds so far), or None to go on."""
         cfg = self.exp.config.training
-        start = time.perf_counter()
+        if self.step >= cfg.steps:
+            return "steps"
+        if cfg.budget.seconds is not None and wall_s >= cfg.budget.seconds:
+            return "seconds"
+        if cfg.budget.simulator_calls is not None and self.simulator_calls >= cfg.budget.simulator_calls:
+            return "simulator_calls"
+        return None
+
+    def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
+        """Train until :meth:`stop_reason` says so; ``self.stopped`` is set before ``on_step`` sees the
+        last step, so that a caller can checkpoint it."""
+        start, self._wall_aside = time.perf_counter(), 0.0
         first = self.step
-        while self.step < cfg.steps:
+        self.stopped = self.stop_reason(self.elapsed_before)  # a resumed run may have spent its budget already
+        while self.stopped is None:
             self.threads.update(force=self.step == first)
-            sim_before, lost_before = self.simulator_seconds, self.engine.lost
+            sim_before, lost_before, calls_before = self.simulator_seconds, self.engine.lost, self.simulator_calls
             step_start = time.perf_counter()
             self.tally = FaultTally()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -297,12 +343,14 @@ class Trainer:
             metrics = {"format_version": METRICS_VERSION, "step": self.step, "loss": loss, "queries": tally.queries,
                        "queries_total": self.totals.queries, "lr": lr, "threads": self.threads.threads,
                        "step_s": time.perf_counter() - step_start, "sim_s": self.simulator_seconds - sim_before,
-                       "wall_s": self.elapsed_before + time.perf_counter() - start}
+                       "sim_calls": self.simulator_calls - calls_before, "sim_calls_total": self.simulator_calls,
+                       "wall_s": self.elapsed_before + time.perf_counter() - start - self._wall_aside}
             if tally.faults or tally.retried:
                 metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
             if skipped is not None:
                 metrics["skipped"] = skipped
             self.totals.step_ended(self.step, skipped is not None)
+            self.stopped = self.stop_reason(metrics["wall_s"])
             on_step(metrics)  # the trainer's state is the step's end: a checkpoint may be taken here
             limit = self.exp.config.execution.faults.max_skipped_in_a_row
             if self.totals.skipped_in_a_row >= limit:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, Residual
 
 
 class ConvConfig(ModelConfig):
@@ -31,16 +31,6 @@ class ConvConfig(ModelConfig):
         return k
 
 
-class _ResidualBlock(nn.Module):
-    def __init__(self, conv, act):
-        super().__init__()
-        self.body = nn.Sequential(conv(), act(), conv())
-        self.act = act()
-
-    def forward(self, x):
-        return self.act(x + self.body(x))
-
-
 class ConvModel(ModelFactory):
     """input conv -> ``depth`` hidden layers (plain or residual) -> output conv."""
 
@@ -58,7 +48,7 @@ class ConvModel(ModelFactory):
 
         layers: list[nn.Module] = [conv(spec.in_channels), act()]
         for _ in range(cfg.depth):
-            layers += [_ResidualBlock(conv, act)] if cfg.residual else [conv(), act()]
+            layers += [Residual(nn.Sequential(conv(), act(), conv()), activation=act())] if cfg.residual else [conv(), act()]
         out = conv(cout=spec.out_channels)
         if cfg.zero_init_output:
             nn.init.zeros_(out.weight)

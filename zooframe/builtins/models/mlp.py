@@ -16,6 +16,9 @@ class MLPConfig(ModelConfig):
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [32], max_length=100, description="widths of the hidden layers")
     activation: Literal["relu", "gelu", "tanh", "silu"] = "tanh"
+    zero_init_output: bool = Field(
+        False, description="start the output layer at zero, so that training starts from the uncorrected solver "
+        "(leave off with sparsity: zero weights give pruning scores nothing to rank)")
 
 
 class MLPModel(ModelFactory):
@@ -31,5 +34,8 @@ class MLPModel(ModelFactory):
             layers.append(nn.Linear(a, b))
             if i < len(widths) - 2:
                 layers.append(ACTIVATIONS[self.config.activation]())
+        if self.config.zero_init_output:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
         layers.append(nn.Unflatten(1, (spec.out_channels, *spec.spatial_shape)))
         return nn.Sequential(*layers)
