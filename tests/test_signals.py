@@ -106,3 +106,39 @@ def test_every_stop_signal_leaves_no_process_and_the_run_resumes_bit_exact(tmp_p
         assert process.returncode == 0, (name, err)
         for a, b in zip(weights(tmp_path / f"whole-{backend[name]}"), weights(tmp_path / name)):
             assert torch.equal(a, b), f"{name} at step {at[name]} (seed {seed}): the resumed weights differ"
+
+
+@pytest.mark.parametrize("policy", ["abort", "retry", "skip"])
+def test_a_stop_that_code_turns_into_another_error_still_stops_the_run(tmp_path, monkeypatch, policy):
+    """C code can put another error in the place of the exception a signal handler raised (numpy's
+    tofile reported a SIGHUP that landed in it as a TypeError about its file): the run still stops
+    as the signal asks, and the policy neither aborts with the error nor retries nor skips it."""
+    import os
+
+    from zooframe.plugins import stops
+
+    from .helpers import OpaqueBurgers, registry_with_opaque
+
+    def step_one(self, state, case, seed):
+        if OpaqueBurgers.calls == 40:  # the original counts
+            try:
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(1)  # the handler runs here
+            except KeyboardInterrupt:
+                raise TypeError("expected str, bytes or os.PathLike object, not BufferedWriter") from None
+        return original(self, state, case, seed)
+
+    original = OpaqueBurgers.step_one
+    monkeypatch.setattr(OpaqueBurgers, "step_one", step_one)
+    monkeypatch.setattr(OpaqueBurgers, "calls", 0)
+    config = {**small(steps=20), "simulator": {**small()["simulator"], "kind": "opaque_burgers"},
+              "execution": {"threads": 1, "faults": {"policy": policy}}}
+    config["output"] = {"progress": False, "figures": False}
+    previous = stops.install()
+    try:
+        with pytest.raises(stops.Stopped):
+            zooframe.run(config, output=tmp_path / "run", registry=registry_with_opaque())
+    finally:
+        stops.restore(previous)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGHUP" in summary["error"], summary

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .plugins import stops
 from .plugins.errors import ConfigError, ZooframeError
 
 EXIT_USER_ERROR = 2
@@ -333,22 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: how a scheduler (Slurm, Kubernetes), ``docker stop`` or a dropped ssh
-    session stops a job. A command stops as on Ctrl-C: a run writes its weights and its summary
-    (status ``interrupted``, the signal named), and keeps the checkpoint to resume from."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-
-
-def _stop(signum, frame):
-    raise Stopped(signum)
-
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"zooframe: warning: {message}\n"  # a user reads one line, not the source line that warned
@@ -357,7 +342,7 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     own = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
-    previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS} if own else {}
+    previous = stops.install() if own else {}
     formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.func(args)
@@ -369,12 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        how = str(exc) if isinstance(exc, Stopped) else "interrupted"
+        how = str(exc) if isinstance(exc, stops.Stopped) else "interrupted"
         print(f"zooframe: {how}; what was computed so far is in the run folder", file=sys.stderr)
         return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        stops.restore(previous)
         warnings.formatwarning = formatwarning
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..plugins import stops
 from ..plugins.faults import FAULT_CLASSES, SimulatorFault
 
 LOST_WORKER = "lost_worker"
@@ -109,6 +110,7 @@ class Guard:
         try:
             values = objective(thetas)
         except Exception as exc:  # a KeyboardInterrupt stops the run as always
+            stops.raise_if_requested(exc)
             fault = classify(exc)
             if n > 1 and self.isolate:
                 half = n // 2
@@ -142,6 +144,7 @@ def retried(compute: Callable[[], Any], config, tally: FaultTally | None = None)
         try:
             result = compute()
         except Exception as exc:  # a KeyboardInterrupt stops the run as always
+            stops.raise_if_requested(exc)
             fault = classify(exc)
             if attempts < config.retries_for(fault):
                 attempts += 1

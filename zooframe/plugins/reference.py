@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from . import stops
 from .base import Plugin, PluginConfig
 from .errors import ZooframeError
 from .faults import SimulatorFault
@@ -139,6 +140,7 @@ def generate(source: ReferenceSource, cases: Sequence[Case], steps: int) -> torc
     try:
         return source.trajectories(cases, steps)
     except Exception as exc:
+        stops.raise_if_requested(exc)
         if isinstance(exc, ZooframeError) and not isinstance(exc, SimulatorFault):
             raise
         raise ReferenceGenerationError(_where(source, list(cases), steps) + f": {_message(exc)}") from exc

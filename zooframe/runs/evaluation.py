@@ -11,6 +11,7 @@ import torch
 from ..core import objective
 from ..core.metrics import per_channel_step, per_step
 from ..execution.fault_policy import retried
+from ..plugins import stops
 from ..plugins.errors import ZooframeError
 from .experiment import Experiment
 
@@ -93,6 +94,7 @@ def held_out(exp: Experiment, split: str | None = None, steps: int | None = None
         states = retried(lambda: exp.coupling.held_out(exp.runner, exp.model, cases, exp.features(cases), reference,
                                                        exp.config), exp.config.execution.faults)
     except Exception as exc:  # the stage and the cases, with the code's message
+        stops.raise_if_requested(exc)
         raise ZooframeError(f"simulator {exp.config.simulator.kind!r} failed in the held-out rollouts ({steps} steps "
                             f"of the {split!r} cases {', '.join(c.name for c in cases)}): {type(exc).__name__}: "
                             f"{exc}") from exc

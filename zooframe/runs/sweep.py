@@ -33,7 +33,7 @@ from typing import Any
 from ..config.files import apply_overrides, source_label
 from ..config.registry import PluginInfo, Registry, get_registry
 from ..config.sections import ExperimentBase, load_config
-from ..plugins import atomic
+from ..plugins import atomic, stops
 from ..plugins.errors import ConfigError, ZooframeError
 from . import figures
 from .evaluation import held_out
@@ -321,17 +321,13 @@ def _counts(trial, last: dict[str, Any], wall_s: float, why: str | None = None) 
         trial.set_user_attr("why", why.splitlines()[0] if why else why)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-
 def _worker_main(plan: Plan, n_trials: int, seed: int, driver: int) -> None:
     """A job's process: it ends with the sweep however the sweep ends (a killed sweep too), and a
     SIGTERM stops its trial as Ctrl-C would (the trial's run records it, the study marks it)."""
     from ..execution.process_engine import _end_with
 
     threading.Thread(target=_end_with, args=(driver,), name="zooframe-driver-watch", daemon=True).start()
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, stops.handle)
     try:
         work(plan, n_trials, seed)
     except KeyboardInterrupt:
