@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,8 +19,26 @@ from pydantic import Field, PositiveFloat
 import zooframe
 from zooframe.plugins.cache import TrajectoryCache
 
-if TYPE_CHECKING:
-    from .blocks import BlockSolver
+
+def _import_blocks():
+    """The FiPy part, imported with mpi4py hidden from FiPy. zooframe runs FiPy as a serial solver
+    (the batch is its parallelism), and with mpi4py installed, importing FiPy starts MPI, whose C
+    handlers take the stop signals from Python: SIGHUP then no longer stopped a run, in every zooframe
+    process that loads the installed plugins. (Imported here, with the plugin: importing FiPy late in
+    a long-lived process, as a first use would, crashed pytest-xdist workers.)"""
+    if "mpi4py" in sys.modules:  # MPI's start is not ours to stop
+        from . import blocks
+
+        return blocks
+    sys.modules["mpi4py"] = None  # FiPy's `from mpi4py import MPI` is then an ImportError: serial FiPy
+    try:
+        from . import blocks
+    finally:
+        del sys.modules["mpi4py"]
+    return blocks
+
+
+BlockSolver = _import_blocks().BlockSolver
 
 
 class MaterialCase(zooframe.PluginConfig):
@@ -126,7 +144,7 @@ class Spinodal(zooframe.Simulator):
         return self._solvers[key]
 
     def _new_block_solver(self, blocks: int, n: int) -> BlockSolver:
-        return _blocks().BlockSolver(blocks, n, self.config.length / n, self.config.solver, self._tolerance(n))
+        return BlockSolver(blocks, n, self.config.length / n, self.config.solver, self._tolerance(n))
 
     @staticmethod
     def _params(cases: Sequence[zooframe.Case]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,24 +212,6 @@ class Spinodal(zooframe.Simulator):
             phi = self.advance(phi, cases, n * f, cfg.dt / cfg.reference_substeps, cfg.reference_substeps)
             frames.append(restrict(phi))
         return torch.as_tensor(np.stack(frames, axis=1)[:, :, None], dtype=torch.float64)
-
-
-def _blocks():
-    """The FiPy part, imported on first use, with mpi4py hidden from FiPy. zooframe runs FiPy as a
-    serial solver (the batch is its parallelism), and with mpi4py installed, importing FiPy starts
-    MPI, whose C handlers take the stop signals from Python (SIGHUP then no longer stops a run) and
-    which crashed pytest-xdist's workers. Imported on first use, so that merely loading the installed
-    plugins imports no FiPy at all."""
-    if "zooframe_fipy.blocks" in sys.modules or "mpi4py" in sys.modules:  # MPI's start is not ours to stop
-        from . import blocks
-
-        return blocks
-    sys.modules["mpi4py"] = None  # FiPy's `from mpi4py import MPI` is then an ImportError: serial FiPy
-    try:
-        from . import blocks
-    finally:
-        del sys.modules["mpi4py"]
-    return blocks
 
 
 def _fipy_version() -> str:
