@@ -33,6 +33,19 @@ def command() -> str:
     return " ".join(["python", *map(shlex.quote, sys.argv)])
 
 
+def merge_task(benchmark: str, task: str, block: dict) -> Path:
+    """Put ``block`` (with its ``date``) as ``tasks.<task>`` into the results file of a benchmark run a
+    task at a time, keeping the other tasks' blocks."""
+    path = RESULTS / f"{benchmark}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update({"benchmark": benchmark, "command": command(), "date": block["date"], "machine": machine()})
+    data.setdefault("tasks", {})[task] = block
+    data["tasks"] = dict(sorted(data["tasks"].items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
 def write_results(name: str, config: dict, methods: dict, ratios: dict, **extra: Any) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -39,7 +39,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from common import RESULTS, command, machine
+from common import RESULTS, command, machine, merge_task
 
 import zooframe
 from zooframe.runs import figures
@@ -146,17 +146,6 @@ def block(name: str, config: dict, table: zooframe.Comparison, seconds: float) -
             "figures": figure, "total_wall_s": seconds}
 
 
-def merge(name: str, data_block: dict) -> Path:
-    path = RESULTS / f"{NAME}.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update({"benchmark": NAME, "command": command(), "date": data_block["date"], "machine": machine()})
-    data.setdefault("tasks", {})[name] = data_block
-    data["tasks"] = dict(sorted(data["tasks"].items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", nargs="+", choices=TASKS, help="tasks to run (default: all; --smoke: burgers)")
@@ -174,12 +163,12 @@ def main() -> None:
         config = task_config(name, args.runs, budget)
         if isinstance(config, str):
             print(f"{name}: {config}", flush=True)
-            merge(name, {"benchmark": f"{NAME}.{name}", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            merge_task(NAME, name, {"benchmark": f"{NAME}.{name}", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "skipped": config})
             continue
         table = zooframe.compare(config, budget=budget, seeds=seeds, output=args.runs / name, resume=args.resume,
                                  force=not args.resume, log=lambda line: print(f"  {line}", flush=True))
-        path = merge(name, block(name, config, table, time.perf_counter() - start))
+        path = merge_task(NAME, name, block(name, config, table, time.perf_counter() - start))
         print(table.text(), flush=True)
         print(f"wrote {path} ({name}, {time.perf_counter() - start:.0f} s)", flush=True)
 

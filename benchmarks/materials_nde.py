@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, command, machine
+from common import RESULTS, command, machine, merge_task
 
 import zooframe
 from zooframe.runs import figures
@@ -257,17 +257,6 @@ def plot(name: str, exp, held: dict, methods: dict) -> list[str]:
     return [p.name for p in paths]
 
 
-def merge(name: str, block: dict) -> Path:
-    path = RESULTS / f"{NAME}.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update({"benchmark": NAME, "command": command(), "date": block["date"], "machine": machine()})
-    data.setdefault("tasks", {})[name] = block
-    data["tasks"] = dict(sorted(data["tasks"].items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="all", choices=[*TASKS, "all"])
@@ -284,7 +273,7 @@ def main() -> None:
         parser.error(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     for name in (list(TASKS) if args.task == "all" else [args.task]):
         block = run_task(name, TASKS[name], args.runs, args.steps, args.resume, args.seeds, args.long_rollout)
-        path = merge(name, block)
+        path = merge_task(NAME, name, block)
         print(json.dumps({name: {"ratios": block["ratios"],
                                  "mae": {m: v["mae_mean"] for m, v in block["methods"].items()}}}, indent=2))
         print(f"wrote {path} ({name}, {block['total_wall_s']:.0f} s)")
