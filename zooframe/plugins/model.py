@@ -39,6 +39,15 @@ class ModelFactory(Plugin):
         raise NotImplementedError
 
 
+def output_layer(layer: nn.Module, zero: bool) -> nn.Module:
+    """``layer``, with weights and bias at zero when ``zero`` (a model's ``zero_init_output``): the
+    correction starts at nothing, and the run from the uncorrected solver."""
+    if zero:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
 
 

@@ -7,7 +7,19 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, Residual
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, Residual, output_layer
+
+
+def grid_convolutions(model: str, spec: ModelSpec, padding: str):
+    """``conv(cin, cout, k)``: convolutions of ``spec``'s dimension (1D or 2D) that keep the grid
+    (odd ``k``), padded as ``padding`` says."""
+    if spec.spatial_dims not in (1, 2):
+        raise ValueError(f"the {model} model handles 1D and 2D states, not {spec.spatial_dims}D")
+    conv_cls = nn.Conv1d if spec.spatial_dims == 1 else nn.Conv2d
+
+    def conv(cin: int, cout: int, k: int) -> nn.Module:
+        return conv_cls(cin, cout, k, padding=k // 2, padding_mode=padding)
+    return conv
 
 
 class ConvConfig(ModelConfig):
@@ -38,19 +50,13 @@ class ConvModel(ModelFactory):
 
     def build(self, spec: ModelSpec) -> nn.Module:
         cfg = self.config
-        if spec.spatial_dims not in (1, 2):
-            raise ValueError(f"the conv model handles 1D and 2D states, not {spec.spatial_dims}D")
-        conv_cls = nn.Conv1d if spec.spatial_dims == 1 else nn.Conv2d
+        grid_conv = grid_convolutions("conv", spec, cfg.padding)
         act = ACTIVATIONS[cfg.activation]
 
         def conv(cin=cfg.hidden_channels, cout=cfg.hidden_channels):
-            return conv_cls(cin, cout, cfg.kernel_size, padding=cfg.kernel_size // 2, padding_mode=cfg.padding)
+            return grid_conv(cin, cout, cfg.kernel_size)
 
         layers: list[nn.Module] = [conv(spec.in_channels), act()]
         for _ in range(cfg.depth):
             layers += [Residual(nn.Sequential(conv(), act(), conv()), activation=act())] if cfg.residual else [conv(), act()]
-        out = conv(cout=spec.out_channels)
-        if cfg.zero_init_output:
-            nn.init.zeros_(out.weight)
-            nn.init.zeros_(out.bias)
-        return nn.Sequential(*layers, out)
+        return nn.Sequential(*layers, output_layer(conv(cout=spec.out_channels), cfg.zero_init_output))

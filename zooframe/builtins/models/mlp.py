@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from torch import nn
 
-from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, output_layer
 
 
 class MLPConfig(ModelConfig):
@@ -34,8 +34,6 @@ class MLPModel(ModelFactory):
             layers.append(nn.Linear(a, b))
             if i < len(widths) - 2:
                 layers.append(ACTIVATIONS[self.config.activation]())
-        if self.config.zero_init_output:
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
+        output_layer(layers[-1], self.config.zero_init_output)
         layers.append(nn.Unflatten(1, (spec.out_channels, *spec.spatial_shape)))
         return nn.Sequential(*layers)

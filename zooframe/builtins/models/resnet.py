@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, Residual
+from ...plugins.model import ACTIVATIONS, ModelConfig, ModelFactory, ModelSpec, Residual, output_layer
+from .conv import grid_convolutions
 
 # The two correctors of the Karman task (3 input channels: u, v and the Reynolds number; 2 outputs):
 # the solver-in-the-loop paper's, 260,354 parameters (the defaults), and the PBDL book's, 47,330
@@ -57,13 +58,11 @@ class ResNetModel(ModelFactory):
 
     def build(self, spec: ModelSpec) -> nn.Module:
         cfg = self.config
-        if spec.spatial_dims not in (1, 2):
-            raise ValueError(f"the resnet model handles 1D and 2D states, not {spec.spatial_dims}D")
-        conv_cls = nn.Conv1d if spec.spatial_dims == 1 else nn.Conv2d
+        grid_conv = grid_convolutions("resnet", spec, cfg.padding)
         act = ACTIVATIONS[cfg.activation]
 
         def conv(cin, cout=cfg.channels, k=cfg.kernel_size):
-            return conv_cls(cin, cout, k, padding=k // 2, padding_mode=cfg.padding)
+            return grid_conv(cin, cout, k)
 
         def block(cin):
             branch = [conv(cin), act(), conv(cfg.channels)] + ([] if cfg.activate_sum else [act()])
@@ -76,7 +75,4 @@ class ResNetModel(ModelFactory):
             layers.append(block(width))
             width = cfg.channels
         out = conv(cfg.channels, spec.out_channels, cfg.output_kernel_size or cfg.kernel_size)
-        if cfg.zero_init_output:
-            nn.init.zeros_(out.weight)
-            nn.init.zeros_(out.bias)
-        return nn.Sequential(*layers, out)
+        return nn.Sequential(*layers, output_layer(out, cfg.zero_init_output))
