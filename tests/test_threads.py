@@ -26,6 +26,36 @@ def test_a_fixed_count_is_set_and_restored():
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("busy_ticks, own_s, others, expected", [
+    (150, 0.5, 1.0, 1),   # 1.5 cores busy, half a core ours: a neighbour holds one core, so one thread
+    (100, 1.0, 0.0, 2),   # all the busy time is our own work: the machine is ours
+    (120, 0.2, 1.0, 1),
+])
+def test_auto_counts_the_others_from_the_counters_less_its_own_time(monkeypatch, busy_ticks, own_s, others,
+                                                                      expected):
+    """The arithmetic of ``auto`` on scripted counters: this runs where the real-machine test below
+    must skip (a second pytest worker keeps the machine busy)."""
+    clock = {"wall": 0.0, "own": 0.0}
+    # 2 cores, 100 ticks each over the window from 0 to RECHECK_S
+    monkeypatch.setattr(threads, "_busy_and_total", lambda cores: (busy_ticks, 200) if clock["wall"] else (0, 0))
+    monkeypatch.setattr(threads, "usable_cores", lambda: [0, 1])
+    monkeypatch.setattr(threads, "time", type("Clock", (), {
+        "monotonic": staticmethod(lambda: clock["wall"]), "process_time": staticmethod(lambda: clock["own"]),
+        "sleep": staticmethod(lambda s: None)}))
+    before = torch.get_num_threads()
+    policy = ThreadPolicy("auto")  # its first check has an empty window and decides nothing
+    try:
+        clock["wall"] = 1.0
+        policy.update()  # too soon to check again
+        assert policy.history == []
+        clock.update(wall=threads.RECHECK_S, own=own_s * threads.RECHECK_S)
+        assert policy.update() == expected == torch.get_num_threads()
+        assert policy.history == [{"others_busy": others, "threads": expected}]
+    finally:
+        policy.restore()
+    assert torch.get_num_threads() == before
+
+
 def test_auto_sees_a_busy_neighbour_and_not_its_own_work():
     if threads._busy_and_total(threads.usable_cores()) is None:
         pytest.skip("no /proc/stat")
