@@ -3,6 +3,7 @@ budgets (steps, wall seconds, simulator calls) it runs the methods under."""
 
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -81,13 +82,33 @@ def test_an_error_of_zero_is_better_than_any_other_without_a_division_by_zero():
     assert recommend(rows) == "ZO-SOL is better than NOG (an error of 0 against 0.6): keep the solver in the loop"
 
 
-def test_a_cosine_schedule_under_a_calls_or_seconds_budget_is_refused_naming_both_and_what_works():
-    for budget in ("calls=100", "seconds=5"):
-        with pytest.raises(zooframe.ConfigError) as info:
-            zooframe.compare(small(schedule={"name": "cosine"}), budget=budget)
-        (problem,) = info.value.problems
-        assert problem.startswith("training.schedule.name: 'cosine' decays the learning rate over training.steps")
-        assert f"the budget {budget} does not fix" in problem and "steps=N" in problem and "'step'" in problem
+def test_a_cosine_schedule_under_a_calls_budget_decays_over_the_budget_and_resumes_the_same(tmp_path):
+    """Under a budget the step count is unknown: the cosine follows the spent fraction of the budget,
+    from the configured rate down to min_lr as the budget runs out, and a resumed run follows it on."""
+    config = small(steps=1000, mode="nog", budget={"simulator_calls": 200}, schedule={"name": "cosine"},
+                   optimizer={"name": "adam", "lr": 0.01})  # 20 calls to normalize, 6 a step: 30 steps
+    config["output"]["checkpoint_every"] = 1
+
+    def rates(run):
+        return [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").open()]
+
+    whole = zooframe.run(config, output=tmp_path / "whole").summary
+    lr = rates("whole")
+    calls = [json.loads(line)["sim_calls_total"] for line in (tmp_path / "whole" / "metrics.jsonl").open()]
+    assert whole["stopped"] == "simulator_calls" and 20 < len(lr) < 40
+    assert lr[0] == 0.01 and all(a > b for a, b in zip(lr, lr[1:]))
+    # each step's rate is the cosine at the calls spent by the steps before it
+    assert lr[1:] == pytest.approx([0.005 * (1 + math.cos(math.pi * c / 200)) for c in calls[:-1]])
+    assert lr[-1] < 0.0005  # over training.steps (1000) it would still be at 0.01
+
+    def stop_at_7(metrics, trainer):
+        if metrics["step"] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        zooframe.run(config, output=tmp_path / "stopped", on_step=stop_at_7)
+    zooframe.run(config, output=tmp_path / "stopped", resume=True)
+    assert rates("stopped") == lr
 
 
 def test_budget_forms_and_a_typo_names_the_flag_and_the_accepted_forms(capsys):

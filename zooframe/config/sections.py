@@ -47,7 +47,9 @@ class OptimizerConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["none", "cosine", "step"] = "none"
+    name: Literal["none", "cosine", "step"] = Field(
+        "none", description="cosine: from the optimizer's rate to min_lr over training.steps, or over training.budget "
+        "where that ends training first; step: times gamma every step_size steps")
     step_size: int = Field(100, ge=1, description="step: optimizer steps between decays")
     gamma: float = Field(0.5, gt=0, le=1, description="step: decay factor")
     min_lr: float = Field(0.0, ge=0, description="cosine: final learning rate")

@@ -294,11 +294,6 @@ def compare(config: ExperimentBase | dict | str | Path, budget: Budget | str | N
         budget = budget if isinstance(budget, Budget) else Budget.parse(budget or f"steps={config.training.steps}")
     except ValueError as exc:
         raise ConfigError([f"budget: {exc}"], label) from None
-    if budget.kind != "steps" and config.training.schedule.name == "cosine":
-        raise ConfigError([f"training.schedule.name: 'cosine' decays the learning rate over training.steps, which the "
-                           f"budget {budget} does not fix (each method trains until its budget is spent); give a "
-                           "budget of steps=N, or set training.schedule.name to 'none' or 'step' (which decays every "
-                           "training.schedule.step_size steps, however many there are)"], label)
     task = inspect_task(config, registry)
     if task.problems:
         raise ConfigError(task.problems, label)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ..plugins.logger import Logger
 from ..plugins.reference import ReferenceSource, generate
 from ..plugins.simulator import Case, Simulator
 from . import checkpoint
+from .schedules import schedule
 
 
 def task_problems(config: ExperimentBase, source: ReferenceSource, splits: dict[str, list[Case]]) -> list[str]:
@@ -343,19 +344,16 @@ class Experiment:
                              ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
         return LocalEngine(chunk)
 
-    def optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    def optimizer(self, progress: Callable[[], float] | None = None
+                  ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The optimizer and its schedule (``progress``: the spent fraction of training, which a cosine
+        schedule follows under a budget; see :mod:`zooframe.runs.schedules`)."""
         cfg = self.config.training
-        o, s = cfg.optimizer, cfg.schedule
+        o = cfg.optimizer
         params = self.model.parameters()
         if o.name == "sgd":
             opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         else:
             opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.name](params, lr=o.lr,
                                                                                   weight_decay=o.weight_decay)
-        if s.name == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=s.min_lr)
-        elif s.name == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=s.step_size, gamma=s.gamma)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-        return opt, sched
+        return opt, schedule(opt, cfg, progress)

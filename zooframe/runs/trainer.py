@@ -108,10 +108,10 @@ class Trainer:
         self.totals = FaultTally()  # the run's
         if getattr(exp.config.model, "normalize", True) and cfg.init is None:  # init brings its own
             self._before_training("the normalization pass", lambda: exp.fit_statistics(self.sampler))
-        self.optimizer, self.scheduler = exp.optimizer()
         self.engine = exp.engine(self.sampler.per_step) if cfg.mode == "zo" else LocalEngine()
+        self.step, self._wall_s = 0, 0.0  # at the end of the last step: what progress() reads
+        self.optimizer, self.scheduler = exp.optimizer(self.progress)
         self.generator = torch.Generator(device=exp.device).manual_seed(cfg.seed + 1)
-        self.step = 0
         self.guard = Guard.from_config(exp.config.execution.faults)
         self.elapsed_before = 0.0  # wall seconds of the run before a resume
         try:
@@ -296,6 +296,19 @@ class Trainer:
                                     "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
             raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
 
+    def progress(self) -> float:
+        """The spent fraction of training at the last step's end: of ``training.steps``, or of a
+        ``training.budget`` limit where that is further on (what a cosine schedule follows)."""
+        cfg = self.exp.config.training
+        if self.step == 0:  # also while the trainer is built, before its counts exist
+            return 0.0
+        spent = [self.step / cfg.steps]
+        if cfg.budget.seconds is not None:
+            spent.append(self._wall_s / cfg.budget.seconds)
+        if cfg.budget.simulator_calls is not None:
+            spent.append(self.simulator_calls / cfg.budget.simulator_calls)
+        return min(1.0, max(spent))
+
     def stop_reason(self, wall_s: float) -> str | None:
         """Why training ends here (``wall_s``: its wall seconds so far), or None to go on."""
         cfg = self.exp.config.training
@@ -335,16 +348,17 @@ class Trainer:
                 self.optimizer.step()
                 if self.plan:
                     self.plan.enforce()
+            self.step += 1
+            self._wall_s = self.elapsed_before + time.perf_counter() - start - self._wall_aside
             with warnings.catch_warnings():  # a skipped first step: the schedule follows the step count anyway
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
                 self.scheduler.step()
-            self.step += 1
             tally = self._account(self.tally, lost_before)
             metrics = {"format_version": METRICS_VERSION, "step": self.step, "loss": loss, "queries": tally.queries,
                        "queries_total": self.totals.queries, "lr": lr, "threads": self.threads.threads,
                        "step_s": time.perf_counter() - step_start, "sim_s": self.simulator_seconds - sim_before,
                        "sim_calls": self.simulator_calls - calls_before, "sim_calls_total": self.simulator_calls,
-                       "wall_s": self.elapsed_before + time.perf_counter() - start - self._wall_aside}
+                       "wall_s": self._wall_s}
             if tally.faults or tally.retried:
                 metrics.update(faults=dict(tally.faults), recovered=dict(tally.recovered), retries=tally.retried)
             if skipped is not None:
