@@ -120,6 +120,18 @@ def _tied(a: MethodRow, b: MethodRow) -> bool:
     return abs(a.metric - b.metric) <= max(a.spread, b.spread)
 
 
+def _loose(pairs: list[tuple[MethodRow | None, MethodRow | None]]) -> str:
+    """A caveat for the first tie among ``pairs`` that holds only through one method's wider spread
+    (the gap is larger than the narrower spread): such a tie is a question more seeds would settle."""
+    for a, b in pairs:
+        if a is None or b is None or not _tied(a, b) or abs(a.metric - b.metric) <= min(a.spread, b.spread) * (1 + 1e-9):
+            continue
+        wide, narrow = (a, b) if a.spread >= b.spread else (b, a)
+        return (f" (the tie rests on {wide.label}'s wider seed spread, ±{wide.spread:.2g} against {narrow.label}'s "
+                f"±{narrow.spread:.2g}: more seeds would settle it)")
+    return ""
+
+
 def _times(a: float, b: float) -> str:
     """``a`` as a part or a multiple of ``b``: "1/6 of the time", "0.8x the time", "2.5x the time"."""
     if b <= 0 or a <= 0:
@@ -142,7 +154,7 @@ def recommend(rows: dict[str, MethodRow]) -> str:
     """A plain recommendation from the table: the simplest of the methods tied with the best (in
     the ladder's order, NON before NOG before ZO-SOL before FO-SOL), and what that says about the
     solver in the loop. Lower metrics are better; a difference no larger than the seed spread is a
-    tie."""
+    tie, and a tie that only the wider of two spreads makes is flagged as one for more seeds."""
     src = rows["src"]
     trained = [rows[m] for m in LABELS if m != "src" and m in rows]
     best = min(trained, key=lambda r: r.metric)
@@ -155,7 +167,7 @@ def recommend(rows: dict[str, MethodRow]) -> str:
     if chosen.method == "zo_sol":
         rival = min((r for r in (non, nog) if r is not None), key=lambda r: r.metric)
         upper = f" ({_against(zo, fo)})" if fo is not None else ""
-        return f"ZO-SOL is {_against(zo, rival)}{upper}: keep the solver in the loop"
+        return f"ZO-SOL is {_against(zo, rival)}{upper}: keep the solver in the loop{_loose([(zo, rival), (zo, fo)])}"
     rival = zo  # NON, NOG and FO-SOL are set against ZO-SOL, the config's method
     # chosen for its simplicity, tied with a better method that is not its rival: say so
     also = f" and within the seed spread of {best.label} at {_times(chosen.wall_s, best.wall_s)}" if (
@@ -163,7 +175,7 @@ def recommend(rows: dict[str, MethodRow]) -> str:
     verdict = {"non": "the solver in the loop does not pay off here",
                "nog": "keep the solver in the loop, but its gradient does not pay off here (training.mode nog)",
                "fo_sol": "the simulator is differentiable, so train through it (training.mode fo)"}[chosen.method]
-    return f"{chosen.label} is {_against(chosen, rival)}{also}: {verdict}"
+    return f"{chosen.label} is {_against(chosen, rival)}{also}: {verdict}{_loose([(chosen, rival), (chosen, best)])}"
 
 
 @dataclass
