@@ -5,6 +5,8 @@ parameters.
     python benchmarks/karman_scaling.py                                   # the whole grid
     python benchmarks/karman_scaling.py --sizes 608 5378 --seeds 0 --methods non nog zo_guided fo_sol
     python benchmarks/karman_scaling.py --methods zo_guided --equal-time zo_cge   # CGE for guided's time
+    python benchmarks/karman_scaling.py --sizes 5378 --methods fo_sol --time-of fo_sol \
+        --equal-time zo_subspace_forward_drop                                 # the main job's ZO for FO's time
     python benchmarks/karman_scaling.py --report                          # the results file, training nothing
     python benchmarks/karman_scaling.py --quick                           # smoke test, minutes
 
@@ -91,9 +93,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--equal-time", nargs="*", default=[], choices=list(METHODS), metavar="METHOD",
-                        help="also train these methods for the training time of ZO-SOL guided at each size "
+                        help="also train these methods for the training time of --time-of's method at each size "
                         "(their step time from their full run, or else from a 3-step run); a method with an "
                         "earlier equal-time run at that size trains as many steps as it did")
+    parser.add_argument("--time-of", default="zo_guided", choices=list(METHODS), metavar="METHOD",
+                        help="whose training time (its full runs, so it must be in --methods) the --equal-time "
+                        "runs get (default zo_guided)")
     parser.add_argument("--report", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--quick", action="store_true", help="the small flow, 608 parameters, 30 steps")
     args = parser.parse_args()
@@ -119,14 +124,14 @@ def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
         full = {method: aggregate([one(size, method, seed, args.steps, f"{method}_seed{seed}", checkpoints)
                                    for seed in args.seeds]) for method in args.methods}
         for method in args.equal_time:
-            if method == "zo_guided":
+            if method == args.time_of:
                 continue
             steps, budget_s = equal_time_budget(rows, size, method)
             if steps is None:
-                if "zo_guided" not in full:
+                if args.time_of not in full:
                     raise SystemExit(f"--equal-time {method} at {size} parameters has no earlier equal-time run "
-                                     "to take its steps from: add zo_guided to --methods, whose time it gets")
-                budget_s = full["zo_guided"]["train_s"]
+                                     f"to take its steps from: add {args.time_of} to --methods, whose time it gets")
+                budget_s = full[args.time_of]["train_s"]
                 step_s = full[method]["step_s"] if method in full else \
                     one(size, method, args.seeds[0], 3, f"{method}_calibration", set())["step_s"]
                 steps = max(1, round(budget_s / step_s))
@@ -195,11 +200,14 @@ def report(rows_dir: Path, name: str, base: dict, steps: int) -> None:
     ratios = {}
     for size in sizes:
         m = {k.removesuffix(f"_{size}"): v for k, v in methods.items() if k.endswith(f"_{size}")}
+        m.update({f"{k.removesuffix(f'_{size}_equal_time')}_equal_time": v for k, v in methods.items()
+                  if k.endswith(f"_{size}_equal_time")})
         for a, b in (("non", "zo_guided"), ("non", "zo_cge"), ("nog", "zo_guided"), ("nog", "zo_cge"),
                      ("zo_guided", "fo_sol"), ("zo_cge", "fo_sol"), ("nog", "fo_sol"), ("non", "src"),
                      ("zo_guided", "src"), ("zo_guided_q128", "fo_sol"), ("nog", "zo_guided_q128"),
                      ("zo_cge_sparse90", "fo_sol"), ("nog", "zo_cge_sparse90"), ("zo_subspace", "fo_sol"),
-                     ("nog", "zo_subspace"), ("non", "zo_subspace"), ("zo_subspace", "src")):
+                     ("nog", "zo_subspace"), ("non", "zo_subspace"), ("zo_subspace", "src"),
+                     ("zo_subspace_forward_drop_equal_time", "fo_sol")):  # the main job's ZO for FO's time
             if a in m and b in m:
                 for horizon in ("100", "400"):
                     ratios[f"{a}_over_{b}_{horizon}_{size}"] = m[a][f"mae_{horizon}"] / m[b][f"mae_{horizon}"]
