@@ -65,6 +65,9 @@ METHODS = {
 }
 
 
+TIMED_STEP_CAP = 1_000_000  # training.steps of a run that a seconds budget ends
+
+
 def run_config(size: int, method: str, seed: int, steps: int, base: dict) -> dict:
     hidden, depth = SIZES[size]
     config = copy.deepcopy(base)
@@ -116,8 +119,12 @@ def main() -> None:
 def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
     checkpoints = {1, args.steps // 4, args.steps // 2, args.steps}
 
-    def one(size: int, method: str, seed: int, steps: int, label: str, probes: set[int], budget_s=None) -> dict:
-        return train(run_config(size, method, seed, steps, base), runs / f"{size}" / label,
+    def one(size: int, method: str, seed: int, steps: int, label: str, probes: set[int], budget_s=None,
+            timed: bool = False) -> dict:
+        config = run_config(size, method, seed, steps, base)
+        if timed:  # trains for budget_s itself: a seconds budget, which the cosine schedule follows
+            config["training"]["budget"] = {"seconds": budget_s}
+        return train(config, runs / f"{size}" / label,
                      rows / f"{size}" / f"{label}.json", probes, budget_s)
 
     for size in args.sizes:
@@ -127,15 +134,20 @@ def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
             if method == args.time_of:
                 continue
             steps, budget_s = equal_time_budget(rows, size, method)
+            timed = set()
             if steps is None:
                 if args.time_of not in full:
                     raise SystemExit(f"--equal-time {method} at {size} parameters has no earlier equal-time run "
                                      f"to take its steps from: add {args.time_of} to --methods, whose time it gets")
+                # the first seed trains for the time itself (step times measured in another sitting,
+                # on a differently loaded machine, would give it the wrong steps); the others take as
+                # many steps as it reached
                 budget_s = full[args.time_of]["train_s"]
-                step_s = full[method]["step_s"] if method in full else \
-                    one(size, method, args.seeds[0], 3, f"{method}_calibration", set())["step_s"]
-                steps = max(1, round(budget_s / step_s))
-            for seed in args.seeds:
+                first = args.seeds[0]
+                steps = one(size, method, first, TIMED_STEP_CAP, f"{method}_seed{first}_equal_time", set(), budget_s,
+                            timed=True)["steps"]
+                timed.add(first)
+            for seed in sorted(set(args.seeds) - timed):
                 one(size, method, seed, steps, f"{method}_seed{seed}_equal_time", {steps}, budget_s)
 
 
