@@ -63,7 +63,7 @@ def pretrained(config: dict, pretrain: str, folder: Path, budget: str) -> dict:
     pre = example(pretrain)
     if budget.startswith("steps="):
         pre["training"]["steps"] = int(budget.split("=")[1])
-    zooframe.run(pre, output=folder, resume=True)
+    zooframe.run(pre, output=folder, resume=folder.is_dir())  # a fresh folder: no warning that nothing resumes
     config["training"]["init"] = str(folder)
     return config
 
