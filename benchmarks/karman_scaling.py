@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--equal-time", nargs="*", default=[], choices=list(METHODS), metavar="METHOD",
                         help="also train these methods for the training time of --time-of's method at each size "
-                        "(their step time from their full run, or else from a 3-step run); a method with an "
-                        "earlier equal-time run at that size trains as many steps as it did")
+                        "(the first seed for that time itself, the others for as many steps as it reached); a "
+                        "method with an earlier equal-time run at that size trains as many steps as it did")
     parser.add_argument("--time-of", default="zo_guided", choices=list(METHODS), metavar="METHOD",
                         help="whose training time (its full runs, so it must be in --methods) the --equal-time "
                         "runs get (default zo_guided)")
@@ -134,7 +134,7 @@ def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
             if method == args.time_of:
                 continue
             steps, budget_s = equal_time_budget(rows, size, method)
-            timed = set()
+            seeds = args.seeds
             if steps is None:
                 if args.time_of not in full:
                     raise SystemExit(f"--equal-time {method} at {size} parameters has no earlier equal-time run "
@@ -143,11 +143,10 @@ def train_grid(args, base: dict, runs: Path, rows: Path) -> None:
                 # on a differently loaded machine, would give it the wrong steps); the others take as
                 # many steps as it reached
                 budget_s = full[args.time_of]["train_s"]
-                first = args.seeds[0]
+                first, *seeds = args.seeds
                 steps = one(size, method, first, TIMED_STEP_CAP, f"{method}_seed{first}_equal_time", set(), budget_s,
                             timed=True)["steps"]
-                timed.add(first)
-            for seed in sorted(set(args.seeds) - timed):
+            for seed in seeds:
                 one(size, method, seed, steps, f"{method}_seed{seed}_equal_time", {steps}, budget_s)
 
 

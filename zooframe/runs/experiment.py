@@ -344,7 +344,7 @@ class Experiment:
                              ex.threads_per_worker, ex.worker_restarts, ex.worker_timeout_s)
         return LocalEngine(chunk)
 
-    def optimizer(self, progress: Callable[[], float] | None = None
+    def optimizer(self, progress: Callable[[], float]
                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """The optimizer and its schedule (``progress``: the spent fraction of training, which a cosine
         schedule follows under a budget; see :mod:`zooframe.runs.schedules`)."""

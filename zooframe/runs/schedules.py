@@ -33,13 +33,12 @@ class BudgetCosine(LRScheduler):
         return {k: v for k, v in super().state_dict().items() if k != "progress"}
 
 
-def schedule(optimizer: torch.optim.Optimizer, training: TrainingConfig,
-             progress: Callable[[], float] | None = None) -> LRScheduler:
+def schedule(optimizer: torch.optim.Optimizer, training: TrainingConfig, progress: Callable[[], float]) -> LRScheduler:
     """The scheduler of ``training.schedule``; ``progress`` (the spent fraction of training) drives
     ``cosine`` when a budget limit is set."""
     s = training.schedule
     budgeted = training.budget.seconds is not None or training.budget.simulator_calls is not None
-    if s.name == "cosine" and budgeted and progress is not None:
+    if s.name == "cosine" and budgeted:
         return BudgetCosine(optimizer, progress, s.min_lr)
     if s.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=training.steps, eta_min=s.min_lr)

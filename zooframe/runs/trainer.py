@@ -296,29 +296,27 @@ class Trainer:
                                     "aborts on this fault; 'retry' or 'skip' would ride it out") from exc
             raise StepSkipped(f"{fault} while {what}: {describe(exc)}") from exc
 
-    def progress(self) -> float:
-        """The spent fraction of training at the last step's end: of ``training.steps``, or of a
-        ``training.budget`` limit where that is further on (what a cosine schedule follows)."""
+    def _spent(self, wall_s: float) -> dict[str, float]:
+        """The spent fraction of each limit of training, ``training.steps`` and each ``training.budget``
+        limit that is set (``wall_s``: its wall seconds so far)."""
         cfg = self.exp.config.training
+        spent = {"steps": self.step / cfg.steps}
+        if cfg.budget.seconds is not None:
+            spent["seconds"] = wall_s / cfg.budget.seconds
+        if cfg.budget.simulator_calls is not None:
+            spent["simulator_calls"] = self.simulator_calls / cfg.budget.simulator_calls
+        return spent
+
+    def progress(self) -> float:
+        """The spent fraction of training at the last step's end: of the limit nearest to ending it
+        (what a cosine schedule follows)."""
         if self.step == 0:  # also while the trainer is built, before its counts exist
             return 0.0
-        spent = [self.step / cfg.steps]
-        if cfg.budget.seconds is not None:
-            spent.append(self._wall_s / cfg.budget.seconds)
-        if cfg.budget.simulator_calls is not None:
-            spent.append(self.simulator_calls / cfg.budget.simulator_calls)
-        return min(1.0, max(spent))
+        return min(1.0, max(self._spent(self._wall_s).values()))
 
     def stop_reason(self, wall_s: float) -> str | None:
         """Why training ends here (``wall_s``: its wall seconds so far), or None to go on."""
-        cfg = self.exp.config.training
-        if self.step >= cfg.steps:
-            return "steps"
-        if cfg.budget.seconds is not None and wall_s >= cfg.budget.seconds:
-            return "seconds"
-        if cfg.budget.simulator_calls is not None and self.simulator_calls >= cfg.budget.simulator_calls:
-            return "simulator_calls"
-        return None
+        return next((limit for limit, fraction in self._spent(wall_s).items() if fraction >= 1), None)
 
     def run(self, on_step: Callable[[dict[str, Any]], None] = lambda m: None) -> None:
         """Train until :meth:`stop_reason` says so; ``self.stopped`` is set before ``on_step`` sees the
