@@ -35,3 +35,19 @@ def test_one_backward_pass_gives_each_terms_gradient(experiment, jacobian):
     torch.testing.assert_close(terms, looped_terms)
     with torch.no_grad():
         torch.testing.assert_close(terms, objective.terms(theta[None])[0])
+
+
+def test_both_jacobians_give_each_terms_two_surrogates_from_one_rollout(experiment):
+    exp, window = experiment
+    theta, both = exp.flat.get(), CorrectionObjective(exp.runner, exp.flat, window, "both")
+    calls = exp.runner.calls
+    grads, terms = both.term_gradients(theta)
+    assert exp.runner.calls - calls == 3  # the two sets of copies share the solver's calls
+    for k, jacobian in enumerate(("drop", "identity")):
+        alone, alone_terms = CorrectionObjective(exp.runner, exp.flat, window, jacobian).term_gradients(theta)
+        torch.testing.assert_close(grads[4 * k:4 * k + 4], alone, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(terms[4 * k:4 * k + 4], alone_terms)
+    torch.testing.assert_close(grads[0], grads[4])  # the first step's correction is the only one its term sees
+    assert not torch.allclose(grads[1:4], grads[5:])
+    looped, _ = Coupling.term_gradients(both, theta)
+    torch.testing.assert_close(grads, looped, rtol=1e-9, atol=1e-12)  # the generic path: a rollout per Jacobian

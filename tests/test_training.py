@@ -46,20 +46,25 @@ def test_the_readme_example_at_test_size_lowers_the_held_out_rollout_error(tmp_p
 
 
 @pytest.mark.parametrize("mode, estimator", [("zo", "cge"), ("zo", "guided"), ("zo", "subspace"), ("zo", "subspace_forward"),
-                                             ("non", "cge"), ("fo", "cge"), ("nog", "cge")])
+                                             ("zo", "subspace_forward_both"), ("non", "cge"), ("fo", "cge"),
+                                             ("nog", "cge")])
 def test_each_mode_runs_from_the_same_config_and_lowers_the_loss(tmp_path, mode, estimator):
     config = small(mode=mode, steps=60, optimizer={"lr": 0.03})
     kind, _, scheme = estimator.partition("_")
+    scheme, _, jacobian = scheme.partition("_")
     config["estimator"] = {"kind": kind, **({"q": 4} if kind == "guided" else {}), **({"scheme": scheme} if scheme else {})}
+    if jacobian:
+        config["training"]["solver_jacobian"] = jacobian
     result = zooframe.run(config, output=tmp_path, progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 60
     assert sum(m["loss"] for m in metrics[-10:]) < 0.5 * sum(m["loss"] for m in metrics[:10])
     queries = sum(m["queries"] for m in metrics)
     # guided and subspace: 1 surrogate rollout; subspace: a pair per unrolled step (small(): unroll 3), or
-    # forward: one query per step, from the loss at theta that the surrogates' rollout gives
+    # forward: one query per step, from the loss at theta that the surrogates' rollout gives; with both
+    # Jacobians' surrogates, 2m - 1 directions (the first step's term has the same surrogate under both)
     per_step = {"cge": result.summary["parameters"] + 1, "guided": 1 + 2 * 4, "subspace": 1 + 2 * 3,
-                "subspace_forward": 1 + 3}[estimator]
+                "subspace_forward": 1 + 3, "subspace_forward_both": 1 + 5}[estimator]
     assert queries == (60 * per_step if mode == "zo" else 0)
     assert result.summary["status"] == "completed"
     assert result.summary["evaluation"]["corrected"]["mae_mean"] > 0
@@ -159,6 +164,14 @@ def test_an_estimator_that_asks_for_what_the_run_cannot_give_is_refused(tmp_path
     config = {**small(), "estimator": {"kind": "recording", "wants": wants}, "sparsity": {"method": sparsity}}
     with pytest.raises(zooframe.ZooframeError, match=message):
         zooframe.run(config, output=tmp_path, registry=recording_registry())
+
+
+def test_both_jacobians_surrogates_go_only_to_an_estimator_that_asks_for_the_terms(tmp_path):
+    config = {**small(solver_jacobian="both"), "estimator": {"kind": "guided", "q": 4}}
+    with pytest.raises(zooframe.ZooframeError, match="'both' .* estimator 'guided' does not ask for surrogates"):
+        zooframe.run(config, output=tmp_path, progress=False)
+    with pytest.raises(zooframe.ConfigError, match="training.*solver_jacobian 'both' .* mode 'nog'"):
+        zooframe.load_config(small(mode="nog", solver_jacobian="both"))
 
 
 def test_fo_refuses_a_simulator_that_is_not_differentiable(tmp_path, capsys):

@@ -82,9 +82,11 @@ class TrainingConfig(Section):
         None, description="start from trained weights: a finished run's folder (or a model.pt written by one) with "
         "the same model section; its normalization comes along (none is fitted), the optimizer and schedule start "
         "fresh. E.g. fine-tune with the solver in the loop (zo, nog) after supervised pre-training (non)")
-    solver_jacobian: Literal["identity", "drop"] = Field(
+    solver_jacobian: Literal["identity", "drop", "both"] = Field(
         "identity", description="nog, and the surrogate gradient of estimators that ask for one: the black-box "
-        "solver's Jacobian taken as the identity (straight through) or as zero (drop: stop-gradient)")
+        "solver's Jacobian taken as the identity (straight through) or as zero (drop: stop-gradient); both: the "
+        "loss terms' surrogates under each, for estimators that ask for surrogates (subspace: 2m - 1 directions "
+        "for unroll m, whose span holds more of the gradient than either's m)")
     budget: BudgetConfig = Field(BudgetConfig(), description="stop before training.steps after this much wall "
                                  "time or this many simulator calls (zooframe compare sets it)")
     validation_cases: list[str] = Field(
@@ -92,9 +94,12 @@ class TrainingConfig(Section):
         "'validation', to evaluate on with evaluation.split 'validation' (what `zooframe sweep` selects trials on)")
 
     @model_validator(mode="after")
-    def _window_fits(self):
+    def _consistent(self):
         if self.unroll > self.horizon:
             raise ValueError(f"unroll ({self.unroll}) must not exceed horizon ({self.horizon})")
+        if self.mode == "nog" and self.solver_jacobian == "both":
+            raise ValueError("solver_jacobian 'both' gives a ZO estimator the terms' surrogates under both Jacobians; "
+                             "mode 'nog' trains on one gradient: use 'identity' or 'drop'")
         return self
 
 

@@ -10,6 +10,7 @@ and an entry in :data:`COUPLINGS`.
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from collections.abc import Sequence
@@ -50,7 +51,9 @@ class SimulatorRunner:
         return out
 
 
-SolverJacobian = Literal["exact", "drop", "identity"]
+# how a term's gradient passes the simulator under autograd; "both" is for the terms' surrogates only
+# (term_gradients): each term's under "drop" and under "identity"
+SolverJacobian = Literal["exact", "drop", "identity", "both"]
 
 
 class Recipe:
@@ -137,16 +140,28 @@ class Coupling:
     def term_gradients(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([m, d], [m])``: the gradient of each of :meth:`terms` at ``theta`` ``[d]`` by autograd
         (through the solver as ``solver_jacobian`` says), and the terms there. One rollout and a
-        backward pass per term; a coupling may do better."""
+        backward pass per term; a coupling may do better. With ``both``, ``[2m, d]`` and ``[2m]``: the
+        m gradients with the Jacobian dropped, then the m with it taken as the identity (the terms
+        twice, so that their mean is still the loss)."""
+        if self.solver_jacobian == "both":
+            grads, terms = zip(*(self._with_jacobian(j).term_gradients(theta) for j in ("drop", "identity")))
+            return torch.cat(grads), torch.cat(terms)
         theta = theta.detach().requires_grad_(True)
         terms = self.terms(theta[None])[0]
         grads = [torch.autograd.grad(term, theta, retain_graph=i < len(terms) - 1)[0] for i, term in enumerate(terms)]
         return torch.stack(grads), terms.detach()
 
+    def _with_jacobian(self, solver_jacobian: SolverJacobian) -> Coupling:
+        twin = copy.copy(self)
+        twin.solver_jacobian = solver_jacobian
+        return twin
+
     def _solve(self, state: torch.Tensor, cases: list[Case], seed: int) -> torch.Tensor:
         """One solver step; under autograd, with the Jacobian ``solver_jacobian`` says."""
         if self.solver_jacobian == "exact" or not torch.is_grad_enabled():
             return self.runner(state, cases, seed)
+        if self.solver_jacobian == "both":
+            raise ValueError("solver_jacobian 'both' gives the terms' surrogates (term_gradients), not one gradient")
         with torch.no_grad():  # a black box: nothing is recorded through it
             p = self.runner(state.detach(), cases, seed)
         return p if self.solver_jacobian == "drop" else state + (p - state).detach()
@@ -219,34 +234,39 @@ class CorrectionObjective(Coupling):
         return torch.stack(self._step_losses(thetas), dim=1)
 
     def term_gradients(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`Coupling.term_gradients`, with one backward pass for all m terms when the
-        solver is a black box (``solver_jacobian`` ``identity`` or ``drop``): the network runs with
-        m copies of ``theta`` as m queries, copy k differentiated for term k alone (it stops after
-        step k; with ``drop`` only step k's correction reaches term k, so copy k runs that step
-        alone), and the solver runs once per step, on the rows of the copy that goes on longest:
-        the copies' states are equal in value, and its Jacobian is not differentiated through.
-        About 0.6x the time of m backward passes on the main job (benchmarks/zo_step.py)."""
+        """As :meth:`Coupling.term_gradients`, with one rollout and one backward pass for all terms
+        when the solver is a black box (``solver_jacobian`` ``identity``, ``drop`` or ``both``): the
+        network runs with copies of ``theta`` as queries, each differentiated for one term alone,
+        and the solver once per step, on rows that are equal in value in every copy and not
+        differentiated through. ``drop``: copy k runs step k's correction alone, of the solver's
+        detached output. ``identity``: copy k runs every step up to k, the solver passed straight
+        through (``P(s) = s`` for the backward pass). ``both``: the two sets of copies side by side
+        on the same solver calls. About 0.6x the time of m backward passes on the main job
+        (benchmarks/zo_step.py)."""
         if self.solver_jacobian == "exact":
             return super().term_gradients(theta)
-        w, identity = self.window, self.solver_jacobian == "identity"
-        steps = w.targets.shape[1]
-        copies = theta.detach().expand(steps, -1).clone().requires_grad_(True)
-
-        def rows(t):  # the copies that step t's correction reaches a term through
-            return copies[t:] if identity else copies[t:t + 1]
-
-        s = self.first + self._corrections(rows(0), self.first)
-        terms = [self.loss(s[:1], w.targets[:, 0])]
-        for t in range(1, steps):
-            with torch.no_grad():
-                p = self.runner(s[-1].detach(), w.cases, w.seed + t)
-            if identity:  # P(s) = s for the backward pass; copy t - 1 is done
-                p = s[1:] + (p - s[-1]).detach()
-            s = p + self._corrections(rows(t), p)
-            terms.append(self.loss(s[:1], w.targets[:, t]))
-        terms = torch.cat(terms)
-        (grads,) = torch.autograd.grad(terms.sum(), copies)
-        return grads, terms.detach()
+        w, steps = self.window, self.window.targets.shape[1]
+        families = ("drop", "identity") if self.solver_jacobian == "both" else (self.solver_jacobian,)
+        copies = {j: theta.detach().expand(steps, -1).clone().requires_grad_(True) for j in families}
+        terms: dict[str, list[torch.Tensor]] = {j: [] for j in families}
+        # P(s[t]) in value; the identity copies' rows (copy t on); the state the solver steps next
+        solved, stretch, state = self.first, None, None
+        for t in range(steps):
+            if state is not None:
+                with torch.no_grad():
+                    solved = self.runner(state, w.cases, w.seed + t)
+            if "drop" in copies:
+                s = solved + self._corrections(copies["drop"][t:t + 1], solved)
+                terms["drop"].append(self.loss(s, w.targets[:, t]))
+                state = s[0].detach()
+            if "identity" in copies:
+                p = solved if stretch is None else stretch[1:] + (solved - stretch[-1]).detach()
+                stretch = p + self._corrections(copies["identity"][t:], p)
+                terms["identity"].append(self.loss(stretch[:1], w.targets[:, t]))
+                state = stretch[-1].detach()
+        terms = torch.cat([torch.cat(terms[j]) for j in families])
+        grads = torch.autograd.grad(terms.sum(), [copies[j] for j in families])
+        return torch.cat(grads), terms.detach()
 
     def _step_losses(self, thetas: torch.Tensor) -> list[torch.Tensor]:
         w = self.window

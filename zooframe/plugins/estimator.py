@@ -86,6 +86,8 @@ class StepInputs:
       (``training.solver_jacobian``); never the gradient itself;
     - ``surrogates`` ``[m, d]``: the same surrogate for each of the loss's m terms (one per
       unrolled step of the correction objective), from one rollout; their mean is ``surrogate``.
+      With ``training.solver_jacobian`` ``both``, ``[2m, d]``: the m with the Jacobian dropped, then
+      the m with it taken as the identity.
       Each later step's term drops more of the simulator's Jacobian, so their span holds more of
       the true gradient than their sum does.
     - ``loss``: the loss at theta (a float), as the rollout that gives ``surrogate`` or

@@ -224,6 +224,8 @@ def method_config(base: dict[str, Any], method: str, seed: int, budget: Budget,
     config["name"] = f"{base.get('name', 'experiment')}-{method.replace('_', '-')}-seed{seed}"
     training = config.setdefault("training", {})
     training.update(mode=MODES[method], seed=seed, **budget.training(method, non_steps))
+    if method == "nog" and training.get("solver_jacobian") == "both":  # ZO-SOL's surrogate setting: NOG takes one
+        training["solver_jacobian"] = "identity"
     config["output"] = {**config.get("output", {}), "progress": False}
     return config
 

@@ -61,6 +61,10 @@ def check_inputs(exp: Experiment) -> None:
     if unknown:
         raise ZooframeError(f"estimator {kind!r} asks for {', '.join(sorted(unknown))}, which the trainer does not "
                             f"provide (it provides: {', '.join(sorted(PROVIDED_INPUTS))})")
+    if exp.config.training.solver_jacobian == "both" and "surrogates" not in estimator.inputs:
+        raise ZooframeError(f"training.solver_jacobian 'both' gives the loss terms' surrogates under both Jacobians, "
+                            f"and estimator {kind!r} does not ask for surrogates; use 'identity' or 'drop' (or the "
+                            "subspace estimator)")
     if "loss" in estimator.inputs and not {"surrogate", "surrogates"} & set(estimator.inputs):
         raise ZooframeError(f"estimator {kind!r} asks for loss without surrogate or surrogates: the loss at theta "
                             "comes with the surrogates' rollout")

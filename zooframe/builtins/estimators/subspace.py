@@ -14,7 +14,9 @@ from .differences import DifferenceQueries, Scheme, combine, differences, scheme
 
 class SubspaceConfig(PluginConfig):
     kind: Literal["subspace"]
-    mu: float = Field(0.01, gt=0, description="finite-difference step along each unit-length basis direction")
+    mu: float = Field(0.01, gt=0, description="finite-difference step along each unit-length basis direction; with "
+                      "scheme forward keep it small (0.001 at 47k parameters): its bias is the loss's curvature along "
+                      "the surrogates, which outgrows the slope there late in training; larger only against a noisy code")
     scheme: Scheme = scheme_field("central")
 
 
@@ -23,9 +25,10 @@ class Subspace(Estimator):
 
     The trainer hands over ``StepInputs.surrogates`` ``[m, d]``: the free, biased gradient of each
     term of the loss (one per unrolled step of a correction objective, from one rollout with the
-    simulator's Jacobian dropped or taken as the identity, ``training.solver_jacobian``). With U
-    (n x r) an orthonormal basis of their span over the n active coordinates (r <= m; dependent or
-    zero surrogates add no direction):
+    simulator's Jacobian dropped or taken as the identity, ``training.solver_jacobian``; ``both``
+    hands over both sets, ``[2m, d]``, whose span holds more of the gradient). With U (n x r) an
+    orthonormal basis of their span over the n active coordinates (r <= m, or 2m - 1 with both;
+    dependent or zero surrogates add no direction):
 
         central:  g = sum_i u_i (f(theta + mu u_i) - f(theta - mu u_i)) / (2 mu) = U U^T grad f + O(mu^2)
         forward:  g = sum_i u_i (f(theta + mu u_i) - f(theta)) / mu             = U U^T grad f + O(mu)
@@ -33,9 +36,16 @@ class Subspace(Estimator):
     central: 2r queries; forward: r queries, from f(theta) as the surrogates' rollout computed it
     (``StepInputs.loss``), so a step runs r + 1 rollouts instead of 2r + 1. The finite-difference
     bias along u_i is mu^2/6 times the third derivative (central) and mu/2 u_i^T H u_i (forward),
-    H the loss's Hessian. Every number in g is a difference of the objective's values; the surrogates only
-    choose the r directions, so g has no variance, and its only bias is the part of the true
-    gradient outside their span, -(I - U U^T) grad f: its cosine to the gradient is
+    H the loss's Hessian. The surrogate directions are among the loss's most curved, and as training
+    ends the slope along them shrinks while the curvature does not, so the forward bias can swamp it:
+    at the end of training the book-sized ResNet on the Karman task (47k parameters) had forward
+    estimates at mu 0.01 pointing away from the gradient, and at mu 0.001 near the projection's
+    cosine (``benchmarks/karman_resnet.py --probe-mu``). Take mu small for forward differences, as far
+    as the code's output noise allows (a difference of two losses must stand above it).
+
+    Every number in g is a difference of the objective's values; the surrogates only choose the r
+    directions, so g has no variance, and its only bias beyond the finite differences' is the part
+    of the true gradient outside their span, -(I - U U^T) grad f: its cosine to the gradient is
     |U U^T grad f| / |grad f|. A term's surrogate misses the solver's Jacobian over the steps
     before it, so the later terms' surrogates are biased differently from the earlier ones and
     their span holds more of the gradient than their sum (the plain surrogate) does; the
