@@ -1,12 +1,14 @@
 """The solver-in-the-loop paper's kind of network through black-box PhiFlow: the PBDL book's ResNet
-corrector (47,330 parameters) trained by ZO-SOL (subspace, forward differences, as the main job),
-FO-SOL, NOG and NON on the same data and schedule, then the paper's (260,354) by ZO-SOL and FO-SOL.
+corrector (47,330 parameters) trained by ZO-SOL (subspace, forward differences, as the main job; the
+same with mu 0.001, zo_sol_mu1e-3; and that with both Jacobians' surrogates, zo_sol_both), FO-SOL,
+NOG and NON on the same data and schedule, then the paper's (260,354) by the ZO-SOLs and FO-SOL.
 
-    python benchmarks/karman_resnet.py                     # the grid: book 4 methods x 3 seeds, paper 2 x seed 0
+    python benchmarks/karman_resnet.py                     # the grid: book 6 methods x 3 seeds, paper 4 x seed 0
     python benchmarks/karman_resnet.py --sizes book --methods zo_sol fo_sol --seeds 0
     python benchmarks/karman_resnet.py --equal-time        # FO-SOL, NOG and NON for ZO-SOL's training time (book)
     python benchmarks/karman_resnet.py --calibrate 5       # 5 steps of each cell: the step times, and so the cost
     python benchmarks/karman_resnet.py --time-steps 6      # each size's methods taking 6 steps in turn
+    python benchmarks/karman_resnet.py --probe-mu          # the estimate's cosine to FO by scheme and mu
     python benchmarks/karman_resnet.py --report            # the results file, training nothing
     python benchmarks/karman_resnet.py --quick             # smoke test: a small flow, 30 steps, the book's network
 
@@ -21,7 +23,10 @@ and under config.not_run each cell of the grid without a finished row, with the 
 would take at its measured step time (from a finished run, else --time-steps, else --calibrate).
 --time-steps times each size's methods side by side at 1 thread, one step each in turn after 2
 warm-up steps (zo_step.py's timing), into the rows folder's step_times.json; the report shows it as
-interleaved_step_times. Writes benchmarks/results/karman_resnet[_quick].json.
+interleaved_step_times. --probe-mu measures, at initialization and at the end of each finished
+ZO-SOL run, the subspace estimate's cosine to the FO gradient by forward and central differences
+at mu 0.1, 0.01 and 0.001 (into mu_probe.json; the report's mu_probe). Writes
+benchmarks/results/karman_resnet[_quick].json.
 """
 
 from __future__ import annotations
@@ -34,14 +39,19 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
 from common import RESULTS, write_results
 from karman_rows import PROBE_WINDOWS, aggregate, log_sitting, sittings, train
 from zo_step import one_step
 
 import zooframe
+from zooframe.builtins.estimators.subspace import Subspace, SubspaceConfig
 from zooframe.builtins.models.resnet import BOOK, PAPER
+from zooframe.execution.engine import LocalEngine
+from zooframe.plugins.estimator import StepInputs, orthonormal_basis
+from zooframe.runs.checkpoint import load_tensors
 from zooframe.runs.experiment import Experiment
-from zooframe.runs.trainer import Trainer
+from zooframe.runs.trainer import Trainer, autograd_gradient, autograd_term_gradients
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
@@ -58,11 +68,17 @@ SIZES = {"book": BOOK, "paper": PAPER}
 METHODS = {
     "zo_sol": {"training": {"mode": "zo", "solver_jacobian": MAIN["training"]["solver_jacobian"]},
                "estimator": MAIN["estimator"]},
+    # the same with a tenth of the step: forward differences' curvature bias (mu/2 u^T H u) swamps the
+    # slope along the surrogate directions late in training at this size (--probe-mu)
+    "zo_sol_mu1e-3": {"training": {"mode": "zo", "solver_jacobian": MAIN["training"]["solver_jacobian"]},
+                      "estimator": {**MAIN["estimator"], "mu": 0.001}},
+    # and with both Jacobians' surrogates: 2m - 1 = 7 directions, whose span holds more of the gradient
+    "zo_sol_both": {"training": {"mode": "zo", "solver_jacobian": "both"}, "estimator": {**MAIN["estimator"], "mu": 0.001}},
     "fo_sol": {"training": {"mode": "fo"}},
     "nog": {"training": {"mode": "nog"}},
     "non": {"training": {"mode": "non"}},
 }
-GRID = {"book": (list(METHODS), [0, 1, 2]), "paper": (["zo_sol", "fo_sol"], [0])}  # methods, seeds
+GRID = {"book": (list(METHODS), [0, 1, 2]), "paper": (["zo_sol", "zo_sol_mu1e-3", "zo_sol_both", "fo_sol"], [0])}
 EQUAL_TIME = ("fo_sol", "nog", "non")  # trained for ZO-SOL's training time at the book's size
 
 QUICK = copy.deepcopy(BASE)
@@ -96,6 +112,9 @@ def main() -> None:
                         "(evaluated over 100 steps), for the step times of what is not run")
     parser.add_argument("--time-steps", type=int, metavar="STEPS", help="train nothing; time STEPS steps of each "
                         "size's methods, taking steps in turn")
+    parser.add_argument("--probe-mu", action="store_true", help="train nothing; the subspace estimate's cosine to FO "
+                        "by forward and central differences at several mu, at initialization and at the end of "
+                        "ZO-SOL's finished book-sized runs")
     parser.add_argument("--report", action="store_true", help="train nothing; report the finished runs")
     parser.add_argument("--quick", action="store_true", help="the small flow, the book's network, 30 steps, seed 0")
     args = parser.parse_args()
@@ -108,6 +127,8 @@ def main() -> None:
     start = time.perf_counter()
     if args.time_steps:
         time_steps(args, base, rows)
+    elif args.probe_mu:
+        probe_mu(args, base, runs, rows)
     elif not args.report:
         if args.equal_time:
             train_equal_time(args, base, runs, rows)
@@ -168,6 +189,56 @@ def time_steps(args, base: dict, rows: Path) -> None:
         print(f"{size}: {timed[size]}", flush=True)
     rows.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(timed, indent=2) + "\n")
+
+
+PROBE_MU = (0.1, 0.01, 0.001)
+PROBE_MU_WINDOWS = 4
+
+
+def probe_mu(args, base: dict, runs: Path, rows: Path) -> None:
+    """The subspace estimate's cosine to the FO gradient by forward and by central differences at
+    each mu in PROBE_MU, and the exact projection's (U U^T grad f, where both tend as mu -> 0; and
+    onto the span of both Jacobians' surrogates, projection_both), on the same 4 training windows: at initialization and at the end of each finished ZO-SOL run at the
+    book's size (its checkpoint). Into rows/mu_probe.json."""
+    points = {"init": None} | {f"zo_sol_seed{seed}_step{args.steps}": runs / "book" / f"zo_sol_seed{seed}"
+                               for seed in GRID["book"][1]}
+    found = {}
+    for point, folder in points.items():
+        exp = Experiment.build(zooframe.load_config(run_config("book", "zo_sol", 0, args.steps, base)), train=True)
+        trainer = Trainer(exp)
+        try:
+            if folder is not None:
+                if not (folder / "checkpoint.pt").is_file():
+                    continue
+                state = load_tensors(folder / "checkpoint.pt")
+                if state["step"] != args.steps:
+                    continue
+                trainer.load_state_dict(state)
+            theta, draws = exp.flat.get(), torch.Generator().manual_seed(4321)
+            cosines: dict[str, list[float]] = {}
+            for k in range(PROBE_MU_WINDOWS):
+                window = trainer.sampler.sample(50_000 + k, draws)
+                fo, _ = autograd_gradient(exp.objective(window, "exact"), theta)
+                objective = exp.objective(window, trainer.jacobian)
+                surrogates, loss = autograd_term_gradients(objective, theta)
+                basis = orthonormal_basis(surrogates.T)
+                both = orthonormal_basis(autograd_term_gradients(exp.objective(window, "both"), theta)[0].T)
+                found_here = {"projection": basis @ (basis.T @ fo), "projection_both": both @ (both.T @ fo)}
+                for scheme in ("forward", "central"):
+                    for mu in PROBE_MU:
+                        est = Subspace(SubspaceConfig(kind="subspace", mu=mu, scheme=scheme))
+                        queries = est.ask(theta, draws, StepInputs(surrogates=surrogates, loss=loss))
+                        with torch.no_grad():
+                            values = LocalEngine(256).evaluate(objective, queries)
+                        found_here[f"{scheme}_mu{mu:g}"] = est.tell(queries, values)
+                for name, grad in found_here.items():
+                    cosines.setdefault(name, []).append(float(torch.nn.functional.cosine_similarity(grad, fo, dim=0)))
+            found[point] = {name: statistics.mean(c) for name, c in cosines.items()}
+            print(f"{point}: " + ", ".join(f"{k} {v:+.3f}" for k, v in found[point].items()), flush=True)
+        finally:
+            trainer.close()
+    rows.mkdir(parents=True, exist_ok=True)
+    (rows / "mu_probe.json").write_text(json.dumps(found, indent=2) + "\n")
 
 
 def full_rows(rows: Path, size: str, method: str, steps: int) -> list[dict]:
@@ -253,8 +324,9 @@ def report(rows_dir: Path, runs: Path, name: str, base: dict, steps: int) -> Non
     ratios = {}
     for size in SIZES:
         m = {k.removesuffix(f"_{size}"): v for k, v in methods.items() if k.endswith(f"_{size}")}
-        for a, b in (("zo_sol", "fo_sol"), ("non", "zo_sol"), ("nog", "zo_sol"), ("zo_sol", "src"), ("fo_sol", "src"),
-                     ("non", "fo_sol")):
+        for a, b in (("zo_sol", "fo_sol"), ("zo_sol_mu1e-3", "fo_sol"), ("zo_sol_both", "fo_sol"), ("non", "zo_sol"),
+                     ("non", "zo_sol_both"),
+                     ("nog", "zo_sol"), ("zo_sol", "src"), ("fo_sol", "src"), ("non", "fo_sol")):
             if a in m and b in m:
                 for h in ("100", str(horizon)):
                     ratios[f"{a}_over_{b}_{h}_{size}"] = m[a][f"mae_{h}"] / m[b][f"mae_{h}"]
@@ -276,9 +348,12 @@ def report(rows_dir: Path, runs: Path, name: str, base: dict, steps: int) -> Non
               "steps": steps, "horizon": horizon, "probe_windows": PROBE_WINDOWS, "selection": "last step",
               "runs_trained_by": sittings(rows_dir, earlier.get("config", {}).get("runs_trained_by", [])),
               "in_progress": started, "not_run": not_run}
+    mu_probe = rows_dir / "mu_probe.json"
+    mu_probe = json.loads(mu_probe.read_text()) if mu_probe.is_file() else {}
     interleaved_rows = {f"{method}_{size}": {**row, "date": block["date"]} for size, block in interleaved.items()
                         for method, row in block.items() if method != "date"}
-    path = write_results(name, config, methods, ratios, step_times=step_times, interleaved_step_times=interleaved_rows)
+    path = write_results(name, config, methods, ratios, step_times=step_times, interleaved_step_times=interleaved_rows,
+                         mu_probe=mu_probe)
     print(json.dumps({"ratios": ratios, "step_times": step_times, "not_run": not_run}, indent=2))
     print(f"wrote {path}")
 
