@@ -287,3 +287,12 @@ def test_the_ladder_figure_draws_each_method_against_calls_and_time(tmp_path):
     path = figures.ladder(tmp_path / "compare.png", "mae", 0.02, {"NON": [(40, 0.2, 0.012), (40, 0.3, 0.013)],
                                                                    "ZO-SOL": [(1700, 0.6, 0.011)]})
     assert path.stat().st_size > 10_000
+
+
+def test_the_nog_rung_of_a_config_with_both_jacobians_takes_the_straight_through_one():
+    base = {**small(solver_jacobian="both"), "estimator": {"kind": "subspace", "scheme": "forward"}}
+    budget = Budget.parse("steps=3")
+    nog = ladder.method_config(base, "nog", 0, budget)
+    assert nog["training"]["solver_jacobian"] == "identity"
+    zooframe.load_config(nog)  # valid: nog refuses 'both'
+    assert ladder.method_config(base, "zo_sol", 0, budget)["training"]["solver_jacobian"] == "both"
