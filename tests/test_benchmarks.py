@@ -215,6 +215,7 @@ def test_karman_resnet_report_prices_what_is_not_run_and_shows_how_far_a_stopped
     assert data["ratios"]["zo_sol_over_fo_sol_100_book"] == pytest.approx(1.1)
     assert data["ratios"]["fo_sol_equal_time_over_zo_sol_100_book"] == pytest.approx(0.5 / 1.1)
     assert not_run["zo_sol_book"]["seeds"] == [2] and not_run["nog_book"]["seeds"] == [0, 1, 2]
+    assert not_run["fo_sol_book"]["seeds"] == [1, 2, 3, 4, 5]  # its extra seeds (MORE_SEEDS) are in the grid
     assert not_run["zo_sol_paper"]["hours_per_seed"] == pytest.approx(3.6 * 2000 / 3600)  # from its calibration
     assert not_run["non_book"]["step_s"] == 0.05  # timed in turns with the others
     assert not_run["nog_book"]["step_s"] is None  # never timed: no price
