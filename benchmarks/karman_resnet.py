@@ -81,10 +81,6 @@ METHODS = {
 GRID = {"book": (list(METHODS), [0, 1, 2]), "paper": (["zo_sol", "zo_sol_mu1e-3", "zo_sol_both", "fo_sol"], [0])}
 # more seeds where a gap is about the seeds' spread: the best ZO-SOL against FO-SOL over 500 steps
 MORE_SEEDS = {("book", "zo_sol_both"): [3, 4, 5], ("book", "fo_sol"): [3, 4, 5]}
-
-
-def seeds_of(size: str, method: str) -> list[int]:
-    return GRID[size][1] + MORE_SEEDS.get((size, method), [])
 EQUAL_TIME = ("fo_sol", "nog", "non")  # trained for ZO-SOL's training time at the book's size
 
 QUICK = copy.deepcopy(BASE)
@@ -142,6 +138,10 @@ def main() -> None:
             train_grid(args, base, runs, rows)
         log_sitting(rows, start)
     report(rows, runs, name, base, args.steps)
+
+
+def seeds_of(size: str, method: str) -> list[int]:
+    return GRID[size][1] + MORE_SEEDS.get((size, method), [])
 
 
 def cells(args) -> list[tuple[str, str, int]]:
@@ -204,8 +204,9 @@ PROBE_MU_WINDOWS = 4
 def probe_mu(args, base: dict, runs: Path, rows: Path) -> None:
     """The subspace estimate's cosine to the FO gradient by forward and by central differences at
     each mu in PROBE_MU, and the exact projection's (U U^T grad f, where both tend as mu -> 0; and
-    onto the span of both Jacobians' surrogates, projection_both), on the same 4 training windows: at initialization and at the end of each finished ZO-SOL run at the
-    book's size (its checkpoint). Into rows/mu_probe.json."""
+    onto the span of both Jacobians' surrogates, projection_both), on the same 4 training windows:
+    at initialization and at the end of each finished ZO-SOL run at the book's size (its
+    checkpoint). Into rows/mu_probe.json."""
     points = {"init": None} | {f"zo_sol_seed{seed}_step{args.steps}": runs / "book" / f"zo_sol_seed{seed}"
                                for seed in GRID["book"][1]}
     found = {}
@@ -351,7 +352,8 @@ def report(rows_dir: Path, runs: Path, name: str, base: dict, steps: int) -> Non
     earlier = RESULTS / f"{name}.json"
     earlier = json.loads(earlier.read_text()) if earlier.is_file() else {}
     config = {"base": base, "sizes": SIZES, "methods": METHODS, "grid": GRID,
-              "more_seeds": {f"{method}_{size}": seeds for (size, method), seeds in MORE_SEEDS.items()}, "equal_time": list(EQUAL_TIME),
+              "more_seeds": {f"{method}_{size}": seeds for (size, method), seeds in MORE_SEEDS.items()},
+              "equal_time": list(EQUAL_TIME),
               "steps": steps, "horizon": horizon, "probe_windows": PROBE_WINDOWS, "selection": "last step",
               "runs_trained_by": sittings(rows_dir, earlier.get("config", {}).get("runs_trained_by", [])),
               "in_progress": started, "not_run": not_run}

@@ -248,7 +248,7 @@ class CorrectionObjective(Coupling):
         w, steps = self.window, self.window.targets.shape[1]
         families = ("drop", "identity") if self.solver_jacobian == "both" else (self.solver_jacobian,)
         copies = {j: theta.detach().expand(steps, -1).clone().requires_grad_(True) for j in families}
-        terms: dict[str, list[torch.Tensor]] = {j: [] for j in families}
+        losses: dict[str, list[torch.Tensor]] = {j: [] for j in families}  # each family's terms
         # P(s[t]) in value; the identity copies' rows (copy t on); the state the solver steps next
         solved, stretch, state = self.first, None, None
         for t in range(steps):
@@ -257,14 +257,14 @@ class CorrectionObjective(Coupling):
                     solved = self.runner(state, w.cases, w.seed + t)
             if "drop" in copies:
                 s = solved + self._corrections(copies["drop"][t:t + 1], solved)
-                terms["drop"].append(self.loss(s, w.targets[:, t]))
+                losses["drop"].append(self.loss(s, w.targets[:, t]))
                 state = s[0].detach()
             if "identity" in copies:
                 p = solved if stretch is None else stretch[1:] + (solved - stretch[-1]).detach()
                 stretch = p + self._corrections(copies["identity"][t:], p)
-                terms["identity"].append(self.loss(stretch[:1], w.targets[:, t]))
+                losses["identity"].append(self.loss(stretch[:1], w.targets[:, t]))
                 state = stretch[-1].detach()
-        terms = torch.cat([torch.cat(terms[j]) for j in families])
+        terms = torch.cat([torch.cat(losses[j]) for j in families])
         grads = torch.autograd.grad(terms.sum(), [copies[j] for j in families])
         return torch.cat(grads), terms.detach()
 
